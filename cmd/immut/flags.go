@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// errUsage reports that a command's flags were wrong; the flag package has
+// already printed why.
+var errUsage = errors.New("usage")
+
+// newFlagSet returns a flag set for a subcommand that prints its errors to stderr.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("immut "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args, then fills every flag not given on the command line
+// from IMMUT_<NAME> (upper case, dashes as underscores), so that every flag can
+// also be set from the environment. Flags take precedence over the environment.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errUsage
+		}
+		return errUsage
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || envErr != nil {
+			return
+		}
+		key := envName(f.Name)
+		v, ok := os.LookupEnv(key)
+		if !ok {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			envErr = fmt.Errorf("invalid value %q for %s: %w", v, key, err)
+		}
+	})
+	return envErr
+}
+
+// envName is the environment variable that backs a flag.
+func envName(flagName string) string {
+	return "IMMUT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// byteSize is a flag value for sizes such as "64MiB", "1GiB", "512k" or "1048576".
+type byteSize int64
+
+func (b *byteSize) String() string { return fmt.Sprint(int64(*b)) }
+
+func (b *byteSize) Set(s string) error {
+	n, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+// parseByteSize reads a non-negative size with an optional unit: B, K/KB/KiB,
+// M/MB/MiB, G/GB/GiB (all powers of 1024, as operators mean for memory).
+func parseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 || i > 15 {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit such as 64MiB", s)
+	}
+	var n int64
+	for _, c := range t[:i] {
+		n = n*10 + int64(c-'0')
+	}
+	mult := map[string]int64{
+		"": 1, "b": 1,
+		"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
+	}[strings.ToLower(strings.TrimSpace(t[i:]))]
+	if mult == 0 {
+		return 0, fmt.Errorf("size %q: unknown unit %q", s, t[i:])
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return n * mult, nil
+}
