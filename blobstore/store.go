@@ -1,0 +1,131 @@
+// Package blobstore owns the domain of immut: blobs addressed by the BLAKE3-256
+// hash of their bytes, mutable names that point at blobs with the history of
+// every move, garbage collection and verification, and their storage in
+// PostgreSQL with its versioned schema migrations.
+//
+// Blob bytes are streamed: Put hashes while it writes fixed-size chunks inside
+// one transaction, and Open returns a reader that fetches only the chunks a
+// byte range needs. No path holds a whole blob in memory.
+package blobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultChunkSize      = 256 << 10
+	DefaultMaxBlobSize    = 64 << 20
+	DefaultMaxImagePixels = 50_000_000
+	DefaultGCGrace        = 7 * 24 * time.Hour
+)
+
+// Config configures a Store. Zero values are the documented defaults.
+type Config struct {
+	// Pool is the connection pool to the database. Required.
+	Pool *pgxpool.Pool
+	// ChunkSize is the size of the chunks new blobs are cut into.
+	// Zero: DefaultChunkSize (256 KiB, chosen by BenchmarkChunkSize).
+	ChunkSize int
+	// MaxBlobSize is the largest blob Put accepts. Zero: 64 MiB.
+	MaxBlobSize int64
+	// MaxImagePixels is the largest width×height an image upload may declare.
+	// Zero: 50 megapixels.
+	MaxImagePixels int64
+	// Logger receives operational messages. Nil: discarded.
+	Logger *slog.Logger
+}
+
+// Store is the blob store on one PostgreSQL database. It is safe for
+// concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	cfg  Config
+	log  *slog.Logger
+}
+
+// New returns a Store. It does not touch the database; see CheckSchema.
+func New(cfg Config) (*Store, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("blobstore: no connection pool")
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
+	}
+	if cfg.ChunkSize < 1024 || cfg.ChunkSize > 64<<20 {
+		return nil, fmt.Errorf("blobstore: chunk size %d out of range [1KiB, 64MiB]", cfg.ChunkSize)
+	}
+	if cfg.MaxBlobSize == 0 {
+		cfg.MaxBlobSize = DefaultMaxBlobSize
+	}
+	if cfg.MaxImagePixels == 0 {
+		cfg.MaxImagePixels = DefaultMaxImagePixels
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Store{pool: cfg.Pool, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Pool is the store's connection pool (for monitoring).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// MaxBlobSize is the configured size limit.
+func (s *Store) MaxBlobSize() int64 { return s.cfg.MaxBlobSize }
+
+// Blob describes a stored blob.
+type Blob struct {
+	Hash        Hash
+	Size        int64
+	ContentType string
+	// Width and Height are set for PNG, JPEG, GIF and WebP images.
+	Width, Height int
+	CreatedAt     time.Time
+	id            int64
+	chunkSize     int
+}
+
+// IsImage reports whether the blob is one of the image types served inline.
+func (b Blob) IsImage() bool { return isImageType(b.ContentType) }
+
+const blobColumns = "id, hash, size, chunk_size, content_type, coalesce(width, 0), coalesce(height, 0), created_at"
+
+func scanBlob(row pgx.Row) (Blob, error) {
+	var b Blob
+	var hash []byte
+	err := row.Scan(&b.id, &hash, &b.Size, &b.chunkSize, &b.ContentType, &b.Width, &b.Height, &b.CreatedAt)
+	if err != nil {
+		return b, err
+	}
+	copy(b.Hash[:], hash)
+	return b, nil
+}
+
+// Stat returns a blob's metadata, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, h Hash) (Blob, error) {
+	b, err := scanBlob(s.pool.QueryRow(ctx, "SELECT "+blobColumns+" FROM blobs WHERE hash = $1", h[:]))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return b, fmt.Errorf("blob %s: %w", h, ErrNotFound)
+	}
+	if err != nil {
+		return b, fmt.Errorf("blob %s: %w", h, err)
+	}
+	return b, nil
+}
+
+// Count returns the number of stored blobs.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM blobs").Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting blobs: %w", err)
+	}
+	return n, nil
+}
