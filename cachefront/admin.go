@@ -1,0 +1,93 @@
+package cachefront
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// adminHandler serves the admin listener: /metrics, /healthz, and purge.
+func (f *Front) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(f.m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	purge := func(w http.ResponseWriter, r *http.Request, path string) {
+		if !f.authorized(r) {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "purge needs Authorization: Bearer <token>"})
+			return
+		}
+		if !strings.HasPrefix(path, "/") {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "purge needs a path such as /b/<hash>"})
+			return
+		}
+		f.Purge(path)
+		f.m.purges.Inc()
+		f.log.Info("purged", "path", path, "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusOK, map[string]string{"purged": path})
+	}
+	mux.HandleFunc("PURGE /", func(w http.ResponseWriter, r *http.Request) {
+		purge(w, r, r.URL.RequestURI())
+	})
+	mux.HandleFunc("POST /purge", func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+		p := r.FormValue("path")
+		if p == "" && r.FormValue("hash") != "" {
+			p = "/b/" + r.FormValue("hash")
+		}
+		purge(w, r, p)
+	})
+	return mux
+}
+
+func (f *Front) authorized(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(f.cfg.Token)) == 1
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Purge removes path from the cache. For a blob path (/b/<hash>, with or
+// without an extension or query) every cached variant of that hash stops
+// being served: variants are keyed separately, so the hash is remembered as
+// purged and objects fetched before now are treated as absent.
+func (f *Front) Purge(path string) {
+	f.cache.Del(path)
+	h, ok := blobHash(path)
+	if !ok {
+		return
+	}
+	f.purgeMu.Lock()
+	defer f.purgeMu.Unlock()
+	next := map[string]int64{}
+	if cur := f.purges.Load(); cur != nil {
+		maps.Copy(next, *cur)
+	}
+	next[h] = time.Now().UnixNano()
+	f.purges.Store(&next)
+}
+
+// purged reports whether e was fetched before a purge of its blob hash.
+func (f *Front) purged(e *entry) bool {
+	if e.hash == "" {
+		return false
+	}
+	m := f.purges.Load()
+	if m == nil {
+		return false
+	}
+	t, ok := (*m)[e.hash]
+	return ok && e.fetchedAt.UnixNano() <= t
+}

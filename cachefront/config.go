@@ -1,0 +1,195 @@
+package cachefront
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Route is one front listener and the app process it forwards to (port
+// affinity: listener i always prefers backend i).
+type Route struct {
+	// Listen is the address the front listens on, host:port. Port 0 picks a
+	// free port (tests); Front.Addrs reports the chosen one.
+	Listen string
+	// Backend is the app process, host:port, spoken to over plain HTTP.
+	Backend string
+}
+
+// Config configures a Front. The zero value of every field but Routes is a
+// documented, usable default.
+type Config struct {
+	// Routes are the listener → backend pairs. At least one is required.
+	Routes []Route
+
+	// Admin is the address of a separate listener serving /metrics and purge
+	// (PURGE /b/<hash>, POST /purge). Empty means no admin listener.
+	Admin string
+	// Token protects purge on the admin listener (Authorization: Bearer
+	// <token>). Required when Admin is set: purge is a takedown tool.
+	Token string
+
+	// CacheSize is the cache's byte budget (ristretto MaxCost); an object
+	// costs its body plus its stored header bytes. Default 1 GiB.
+	CacheSize int64
+	// MaxObject is the largest body kept in the cache; larger responses are
+	// streamed through without being buffered. Default 8 MiB.
+	MaxObject int64
+
+	// HealthPath is polled on every backend to decide whether it is up.
+	// Default "/healthz".
+	HealthPath string
+	// HealthInterval is the period of the active health check. Default 1s.
+	HealthInterval time.Duration
+	// HealthTimeout bounds one health check. Default 1s.
+	HealthTimeout time.Duration
+
+	// OriginTimeout bounds waiting for an origin's response headers, and a
+	// collapsed fetch as a whole (headers and the buffered body). Default 30s.
+	OriginTimeout time.Duration
+	// WaitTimeout is how long a request waits for another request's
+	// in-flight fetch of the same key before giving up with 504. Default 15s.
+	WaitTimeout time.Duration
+	// StaleIfError is how long past its freshness an object may still be
+	// served when the origin is down or answers 5xx. Default 24h.
+	StaleIfError time.Duration
+
+	// ReadTimeout bounds reading a request's header (and a small body) from
+	// a client, so a slow client cannot hold a connection forever. Default 30s.
+	ReadTimeout time.Duration
+	// UploadTimeout replaces ReadTimeout for requests that carry a body
+	// (uploads stream through to the origin). Default 10m.
+	UploadTimeout time.Duration
+	// WriteTimeout bounds writing one response to a client. Default 5m.
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long. Default 90s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes is the largest request header accepted; larger ones get
+	// 431. Default 16 KiB.
+	MaxHeaderBytes int
+
+	// Logger receives state changes (backend up/down) and errors, never one
+	// line per request. Default: discard.
+	Logger *slog.Logger
+}
+
+// Defaults of the Config fields.
+const (
+	DefaultCacheSize      = 1 << 30
+	DefaultMaxObject      = 8 << 20
+	DefaultHealthPath     = "/healthz"
+	DefaultHealthInterval = time.Second
+	DefaultHealthTimeout  = time.Second
+	DefaultOriginTimeout  = 30 * time.Second
+	DefaultWaitTimeout    = 15 * time.Second
+	DefaultStaleIfError   = 24 * time.Hour
+	DefaultReadTimeout    = 30 * time.Second
+	DefaultUploadTimeout  = 10 * time.Minute
+	DefaultWriteTimeout   = 5 * time.Minute
+	DefaultIdleTimeout    = 90 * time.Second
+	DefaultMaxHeaderBytes = 16 << 10
+)
+
+// withDefaults returns cfg with zero fields replaced by their defaults.
+func (cfg Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	if cfg.MaxObject <= 0 {
+		cfg.MaxObject = DefaultMaxObject
+	}
+	if cfg.HealthPath == "" {
+		cfg.HealthPath = DefaultHealthPath
+	}
+	def(&cfg.HealthInterval, DefaultHealthInterval)
+	def(&cfg.HealthTimeout, DefaultHealthTimeout)
+	def(&cfg.OriginTimeout, DefaultOriginTimeout)
+	def(&cfg.WaitTimeout, DefaultWaitTimeout)
+	def(&cfg.StaleIfError, DefaultStaleIfError)
+	def(&cfg.ReadTimeout, DefaultReadTimeout)
+	def(&cfg.UploadTimeout, DefaultUploadTimeout)
+	def(&cfg.WriteTimeout, DefaultWriteTimeout)
+	def(&cfg.IdleTimeout, DefaultIdleTimeout)
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg
+}
+
+// ErrBadMap reports a malformed --map specification.
+var ErrBadMap = errors.New("bad route map")
+
+// ParseMap reads a route map such as
+// "8080=127.0.0.1:18081,8081=127.0.0.1:18082": comma-separated
+// listen=backend pairs, where a bare port means 127.0.0.1:port on either side.
+// The listen side may be host:port or :port (all interfaces); the backend may
+// carry an http:// prefix.
+func ParseMap(spec string) ([]Route, error) {
+	var routes []Route
+	seen := map[string]bool{}
+	for part := range strings.SplitSeq(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return nil, fmt.Errorf("%w: empty entry in %q", ErrBadMap, spec)
+		}
+		l, b, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("%w: %q: want listen=backend", ErrBadMap, part)
+		}
+		listen, err := normAddr(strings.TrimSpace(l), true)
+		if err != nil {
+			return nil, fmt.Errorf("%w: listen side of %q: %v", ErrBadMap, part, err)
+		}
+		backend, err := normAddr(strings.TrimPrefix(strings.TrimSpace(b), "http://"), false)
+		if err != nil {
+			return nil, fmt.Errorf("%w: backend side of %q: %v", ErrBadMap, part, err)
+		}
+		if seen[listen] && !strings.HasSuffix(listen, ":0") {
+			return nil, fmt.Errorf("%w: %s listed twice", ErrBadMap, listen)
+		}
+		seen[listen] = true
+		routes = append(routes, Route{Listen: listen, Backend: backend})
+	}
+	return routes, nil
+}
+
+// normAddr turns "8080" into "127.0.0.1:8080" and checks host:port.
+func normAddr(s string, listen bool) (string, error) {
+	if s == "" {
+		return "", errors.New("empty address")
+	}
+	host, port := "127.0.0.1", s
+	if strings.Contains(s, ":") {
+		var err error
+		host, port, err = net.SplitHostPort(s)
+		if err != nil {
+			return "", err
+		}
+		if host == "" && !listen {
+			host = "127.0.0.1"
+		}
+	}
+	if strings.ContainsAny(host, " /?#@") {
+		return "", fmt.Errorf("bad host %q", host)
+	}
+	if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+		return "", fmt.Errorf("bad port %q", port)
+	}
+	n, _ := strconv.Atoi(port)
+	if n > 65535 || (n == 0 && !listen) {
+		return "", fmt.Errorf("port %d out of range", n)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n)), nil
+}

@@ -1,0 +1,136 @@
+package cachefront
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+)
+
+// entry is one stored response. Everything a hit needs is rendered once,
+// when the object is stored, so that serving it copies no body bytes and
+// allocates nothing.
+type entry struct {
+	status      int
+	contentType []byte
+	headers     []header // stored response fields, canonical names
+	etag        []byte
+	body        []byte
+
+	hash      string    // the blob hash of a /b/<hash> key, for purge
+	fetchedAt time.Time // when the request that produced it was sent (purge compares)
+	received  time.Time // when the response arrived (Age counts from here)
+	initAge   int64     // the origin's Age at that moment, seconds
+	freshTill int64     // unix nanoseconds; immutable objects: far future
+	authOK    bool      // may answer requests that carry Authorization
+	cost      int64
+}
+
+// header is one stored response field; notModified marks the fields a 304
+// carries (RFC 9110 §15.4.5).
+type header struct {
+	key, value  []byte
+	notModified bool
+}
+
+// hopByHop are the fields that describe one connection and are never
+// forwarded nor stored; the others listed are set per response by the front.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Proxy-Connection": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+var notStored = map[string]bool{
+	"Content-Length": true, "Date": true, "Age": true, "X-Served-By": true,
+	"X-Cache": true, "Cache-Status": true, "Content-Type": true, "Server": true,
+}
+
+var notModifiedFields = map[string]bool{
+	"Etag": true, "Cache-Control": true, "Expires": true, "Vary": true,
+	"Content-Location": true, "Last-Modified": true,
+}
+
+// neverExpires marks immutable objects: they stay until evicted.
+const neverExpires = int64(1<<63 - 1)
+
+// newEntry renders a stored response.
+func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received time.Time, lifetime time.Duration, immutable, authOK bool) *entry {
+	e := &entry{
+		status:    resp.StatusCode,
+		body:      body,
+		fetchedAt: fetchedAt,
+		received:  received,
+		authOK:    authOK,
+	}
+	if a, err := strconv.ParseInt(resp.Header.Get("Age"), 10, 64); err == nil && a > 0 {
+		e.initAge = a
+	}
+	e.freshTill = received.Add(lifetime).UnixNano()
+	if immutable {
+		e.freshTill = neverExpires
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		e.contentType = []byte(ct)
+	}
+	n := int64(len(e.contentType))
+	for k, vs := range resp.Header {
+		if hopByHop[k] || notStored[k] {
+			continue
+		}
+		for _, v := range vs {
+			e.headers = append(e.headers, header{key: []byte(k), value: []byte(v), notModified: notModifiedFields[k]})
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	e.etag = []byte(resp.Header.Get("Etag"))
+	if h, ok := blobHash(key); ok {
+		e.hash = h
+	}
+	// The struct and slice headers are small next to a body; count them so
+	// that many tiny objects still respect the budget.
+	e.cost = int64(len(body)) + n + 256
+	return e
+}
+
+// fresh reports whether e may be served without asking the origin.
+func (e *entry) fresh(now int64) bool { return now < e.freshTill }
+
+// age is the Age field value in seconds (RFC 9111 §4.2.3, simplified: the
+// front's clock is the only one it trusts).
+func (e *entry) age(now time.Time) int64 {
+	a := e.initAge + int64(now.Sub(e.received)/time.Second)
+	if a < 0 {
+		return 0
+	}
+	return a
+}
+
+// blobHash extracts <hash> from a /b/<hash>[.ext][?query] key.
+func blobHash(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, "/b/")
+	if !ok || len(rest) < 64 {
+		return "", false
+	}
+	h := rest[:64]
+	for i := 0; i < 64; i++ {
+		c := h[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return "", false
+		}
+	}
+	if len(rest) > 64 && rest[64] != '.' && rest[64] != '?' {
+		return "", false
+	}
+	return h, true
+}
+
+// b2s views b as a string without copying. The string must not outlive b;
+// the cache only hashes keys on lookup, it does not keep them.
+func b2s(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}

@@ -1,0 +1,313 @@
+// Package cachefront is the front tier of immut: it owns the front
+// listeners (one per app process, port i forwarding to app process i, with
+// failover to a healthy process when that one is down), the in-memory cache
+// of storable responses (ristretto, bounded by a byte budget), the
+// collapsing of concurrent misses into one origin fetch, serving from cache
+// (conditional, Range, HEAD, stale-if-error) and the admin listener
+// (Prometheus metrics and token-protected purge).
+//
+// It speaks plain HTTP to the app tier and knows nothing of blobstore. The
+// front listeners use fasthttp rather than net/http: a cache hit is the hot
+// path, and fasthttp serves a stored object without allocating (see
+// loadtest/peers/front-vs-nginx.sh for the measurement that chose it).
+// Origin requests use net/http's Transport, which streams request and
+// response bodies.
+package cachefront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/valyala/fasthttp"
+)
+
+// Front is a running (or ready to run) front tier. Create it with New, then
+// Start and Close, or Run.
+type Front struct {
+	cfg      Config
+	log      *slog.Logger
+	cache    *ristretto.Cache[string, *entry]
+	backends []*backend
+	lns      []*listener
+	m        *metrics
+
+	transport    *http.Transport
+	healthClient *http.Client
+
+	flightMu sync.Mutex
+	flights  map[string]*flight
+
+	purgeMu sync.Mutex
+	purges  atomic.Pointer[map[string]int64] // blob hash → purge time (unix ns), copy-on-write
+
+	baseCtx    context.Context // cancelled by Close after the listeners drained
+	baseCancel context.CancelFunc
+	wg         sync.WaitGroup // detached origin fetches and background loops
+
+	admin    *http.Server
+	adminLn  net.Listener
+	started  atomic.Bool
+	closeErr error
+	closed   sync.Once
+}
+
+// listener is one front port.
+type listener struct {
+	f     *Front
+	route Route
+	own   int // index of its backend in f.backends
+	ln    net.Listener
+	srv   *fasthttp.Server
+	lm    listenerMetrics
+}
+
+// New checks cfg and builds a Front; it does not listen yet.
+func New(cfg Config) (*Front, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.Routes) == 0 {
+		return nil, errors.New("cachefront: no routes")
+	}
+	if len(cfg.Routes) > 64 {
+		return nil, errors.New("cachefront: at most 64 routes")
+	}
+	if cfg.Admin != "" && cfg.Token == "" {
+		return nil, errors.New("cachefront: an admin listener needs a token (purge is a takedown tool)")
+	}
+	if cfg.MaxObject > cfg.CacheSize {
+		cfg.MaxObject = cfg.CacheSize
+	}
+	// About ten counters per object the budget can hold, as ristretto
+	// advises, for objects of 8 KiB on average.
+	counters := max(cfg.CacheSize/(8<<10)*10, 10_000)
+	counters = min(counters, 50_000_000)
+	cache, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+		NumCounters:        counters,
+		MaxCost:            cfg.CacheSize,
+		BufferItems:        64,
+		Metrics:            true,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cachefront: cache: %w", err)
+	}
+	f := &Front{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		cache:   cache,
+		flights: map[string]*flight{},
+	}
+	f.transport = &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.OriginTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // bodies pass through as the origin coded them
+	}
+	f.healthClient = &http.Client{
+		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: false, MaxIdleConnsPerHost: 1},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	f.m = newMetrics(f)
+	byAddr := map[string]int{}
+	for _, r := range cfg.Routes {
+		if r.Listen == "" || r.Backend == "" {
+			return nil, fmt.Errorf("cachefront: route %+v: listen and backend are required", r)
+		}
+		i, ok := byAddr[r.Backend]
+		if !ok {
+			i = len(f.backends)
+			byAddr[r.Backend] = i
+			b := &backend{addr: r.Backend, baseURL: "http://" + r.Backend, upGauge: f.m.backendUp.WithLabelValues(r.Backend)}
+			b.upGauge.Set(1)
+			f.backends = append(f.backends, b)
+		}
+		l := &listener{f: f, route: r, own: i, lm: f.m.forListener(r.Listen)}
+		f.lns = append(f.lns, l)
+	}
+	f.baseCtx, f.baseCancel = context.WithCancel(context.Background())
+	return f, nil
+}
+
+// Start binds every listener and serves in the background. Use Addrs to
+// learn ports chosen for ":0", and Close to stop.
+func (f *Front) Start() error {
+	if !f.started.CompareAndSwap(false, true) {
+		return errors.New("cachefront: already started")
+	}
+	for _, l := range f.lns {
+		ln, err := net.Listen("tcp", l.route.Listen)
+		if err != nil {
+			f.closeListeners()
+			return fmt.Errorf("cachefront: listen %s: %w", l.route.Listen, err)
+		}
+		l.ln = ln
+		l.srv = f.newServer(l)
+	}
+	if f.cfg.Admin != "" {
+		ln, err := net.Listen("tcp", f.cfg.Admin)
+		if err != nil {
+			f.closeListeners()
+			return fmt.Errorf("cachefront: listen admin %s: %w", f.cfg.Admin, err)
+		}
+		f.adminLn = ln
+		f.admin = &http.Server{
+			Handler:           f.adminHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if err := f.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				f.log.Error("admin listener stopped", "err", err)
+			}
+		}()
+	}
+	for _, l := range f.lns {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if err := l.srv.Serve(l.ln); err != nil {
+				f.log.Error("front listener stopped", "listen", l.route.Listen, "err", err)
+			}
+		}()
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.healthLoop(f.baseCtx)
+	}()
+	for _, l := range f.lns {
+		f.log.Info("front listening", "listen", l.ln.Addr().String(), "backend", l.route.Backend)
+	}
+	return nil
+}
+
+func (f *Front) closeListeners() {
+	for _, l := range f.lns {
+		if l.ln != nil {
+			l.ln.Close()
+		}
+	}
+	if f.adminLn != nil {
+		f.adminLn.Close()
+	}
+}
+
+// Addrs returns the bound address of each route's listener, in route order.
+func (f *Front) Addrs() []string {
+	out := make([]string, len(f.lns))
+	for i, l := range f.lns {
+		if l.ln != nil {
+			out[i] = l.ln.Addr().String()
+		}
+	}
+	return out
+}
+
+// AdminAddr returns the bound admin address, or "" without one.
+func (f *Front) AdminAddr() string {
+	if f.adminLn == nil {
+		return ""
+	}
+	return f.adminLn.Addr().String()
+}
+
+// Run starts the front and serves until ctx is cancelled, then shuts down
+// gracefully (in-flight requests get up to 10 seconds).
+func (f *Front) Run(ctx context.Context) error {
+	if err := f.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return f.Close(sctx)
+}
+
+// Close stops accepting, lets in-flight requests finish until ctx ends, then
+// stops background work and releases the cache.
+func (f *Front) Close(ctx context.Context) error {
+	f.closed.Do(func() {
+		var errs []error
+		for _, l := range f.lns {
+			if l.srv == nil {
+				continue
+			}
+			if err := l.srv.ShutdownWithContext(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("shutdown %s: %w", l.route.Listen, err))
+			}
+		}
+		if f.admin != nil {
+			if err := f.admin.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("shutdown admin: %w", err))
+			}
+		}
+		f.closeListeners()
+		f.baseCancel()
+		done := make(chan struct{})
+		go func() { f.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("waiting for background work: %w", ctx.Err()))
+		}
+		f.transport.CloseIdleConnections()
+		f.healthClient.CloseIdleConnections()
+		f.cache.Close()
+		f.closeErr = errors.Join(errs...)
+	})
+	return f.closeErr
+}
+
+// newServer configures fasthttp for one front listener.
+func (f *Front) newServer(l *listener) *fasthttp.Server {
+	cfg := f.cfg
+	return &fasthttp.Server{
+		Handler:               l.handle,
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ReadBufferSize:        cfg.MaxHeaderBytes, // a larger header gets 431
+		// Big enough that header and a 16 KiB body leave in one write.
+		WriteBufferSize: 32 << 10,
+		ReadTimeout:     cfg.ReadTimeout,
+		WriteTimeout:    cfg.WriteTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+		// Uploads stream through to the origin: only this much of a body is
+		// read before the handler runs.
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           64 << 10,
+		DisablePreParseMultipartForm: true,
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			if h.ContentLength() != 0 {
+				return fasthttp.RequestConfig{ReadTimeout: cfg.UploadTimeout}
+			}
+			return fasthttp.RequestConfig{}
+		},
+		CloseOnShutdown: true,
+		Logger:          fasthttpLogger{f.log},
+	}
+}
+
+// fasthttpLogger sends fasthttp's connection errors (slow or broken
+// clients) to debug level: they are the clients' trouble, not ours.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (a fasthttpLogger) Printf(format string, args ...any) {
+	if a.l.Enabled(context.Background(), slog.LevelDebug) {
+		a.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+	}
+}

@@ -1,0 +1,102 @@
+package cachefront
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the front's Prometheus series, on a registry of its own. The
+// Help strings are their documentation.
+type metrics struct {
+	reg *prometheus.Registry
+
+	hits, misses, collapsed, stale   prometheus.Counter
+	bytesFromCache, passes, failover prometheus.Counter
+	originErrors, waitTimeouts       prometheus.Counter
+	purges                           prometheus.Counter
+	requests                         *prometheus.CounterVec
+	latency                          *prometheus.HistogramVec
+	backendUp                        *prometheus.GaugeVec
+}
+
+// listenerMetrics are one listener's series, resolved once so that the hot
+// path does no label lookups.
+type listenerMetrics struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+func newMetrics(f *Front) *metrics {
+	reg := prometheus.NewRegistry()
+	c := func(name, help string) prometheus.Counter {
+		x := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "immut", Subsystem: "front", Name: name, Help: help})
+		reg.MustRegister(x)
+		return x
+	}
+	m := &metrics{reg: reg}
+	m.hits = c("cache_hits_total", "Requests answered from the cache (fresh objects).")
+	m.misses = c("cache_misses_total", "GET/HEAD requests that were not answered from a fresh cached object.")
+	m.collapsed = c("collapsed_waiters_total", "Misses that waited for another request's origin fetch of the same key instead of asking the origin.")
+	m.stale = c("stale_served_total", "Stale objects served because the origin was down, timed out or answered 5xx (stale-if-error).")
+	m.bytesFromCache = c("cache_served_bytes_total", "Body bytes written from cached objects.")
+	m.passes = c("pass_requests_total", "Requests forwarded to the origin without the cache (writes, uncacheable answers, Authorization).")
+	m.failover = c("failovers_total", "Origin requests sent to another backend because the listener's own backend refused the connection.")
+	m.originErrors = c("origin_errors_total", "Requests answered 502/504 by the front because no backend could answer.")
+	m.waitTimeouts = c("wait_timeouts_total", "Collapsed waiters that gave up waiting for the in-flight fetch.")
+	m.purges = c("purges_total", "Purge requests accepted on the admin listener.")
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immut", Subsystem: "front", Name: "requests_total",
+		Help: "Requests received, per front listener."}, []string{"listener"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "immut", Subsystem: "front", Name: "request_duration_seconds",
+		Help:    "Time from request to response header handed to the connection (bodies streamed from the origin continue after), per front listener.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"listener"})
+	m.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "immut", Subsystem: "front", Name: "backend_up",
+		Help: "1 when the backend passes its health check and accepts connections, else 0."}, []string{"backend"})
+	reg.MustRegister(m.requests, m.latency, m.backendUp)
+
+	rm := func() bool { return f.cache != nil && f.cache.Metrics != nil }
+	gf := func(name, help string, fn func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "immut", Subsystem: "front", Name: name, Help: help}, fn))
+	}
+	cf := func(name, help string, fn func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "immut", Subsystem: "front", Name: name, Help: help}, fn))
+	}
+	gf("cache_budget_bytes", "The cache's byte budget (ristretto MaxCost).", func() float64 { return float64(f.cfg.CacheSize) })
+	gf("cache_cost_bytes", "Cost currently held by the cache: body plus header bytes of stored objects.", func() float64 {
+		if !rm() {
+			return 0
+		}
+		return float64(int64(f.cache.Metrics.CostAdded()) - int64(f.cache.Metrics.CostEvicted()))
+	})
+	cf("cache_evictions_total", "Objects evicted by ristretto to stay within the budget.", func() float64 {
+		if !rm() {
+			return 0
+		}
+		return float64(f.cache.Metrics.KeysEvicted())
+	})
+	cf("cache_sets_rejected_total", "Objects ristretto's admission policy refused to store.", func() float64 {
+		if !rm() {
+			return 0
+		}
+		return float64(f.cache.Metrics.SetsRejected())
+	})
+	cf("cache_sets_dropped_total", "Stores dropped by ristretto because its buffers were full (the object is fetched again next time).", func() float64 {
+		if !rm() {
+			return 0
+		}
+		return float64(f.cache.Metrics.SetsDropped())
+	})
+	cf("cache_keys_added_total", "Objects ristretto stored.", func() float64 {
+		if !rm() {
+			return 0
+		}
+		return float64(f.cache.Metrics.KeysAdded())
+	})
+	return m
+}
+
+func (m *metrics) forListener(name string) listenerMetrics {
+	return listenerMetrics{requests: m.requests.WithLabelValues(name), latency: m.latency.WithLabelValues(name)}
+}
+
+// Registry returns the Prometheus registry holding the front's metrics (the
+// admin listener serves it at /metrics).
+func (f *Front) Registry() *prometheus.Registry { return f.m.reg }

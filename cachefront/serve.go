@@ -1,0 +1,650 @@
+package cachefront
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Header names and values written on every response, as bytes so that the
+// hit path converts nothing.
+var (
+	hdrXCache       = []byte("X-Cache")
+	hdrCacheStatus  = []byte("Cache-Status")
+	hdrAge          = []byte("Age")
+	hdrXServedBy    = []byte("X-Served-By")
+	hdrContentRange = []byte("Content-Range")
+	hdrCacheControl = []byte("Cache-Control")
+	valHit          = []byte("HIT")
+	valMiss         = []byte("MISS")
+	statusHit       = []byte("immut; hit")
+	statusStale     = []byte("immut; hit; detail=stale-if-error")
+	statusMiss      = []byte("immut; fwd=miss")
+	statusMissStore = []byte("immut; fwd=miss; stored")
+	statusPass      = []byte("immut; fwd=uri-miss")
+	valNoStore      = []byte("no-store")
+)
+
+// handle is the front listeners' request handler.
+func (l *listener) handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	l.lm.requests.Inc()
+	l.f.serve(l, ctx, start)
+	l.lm.latency.Observe(time.Since(start).Seconds())
+}
+
+func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
+	h := &ctx.Request.Header
+	if !h.IsGet() && !h.IsHead() {
+		f.pass(l, ctx)
+		return
+	}
+	uri := h.RequestURI()
+	if len(uri) == 0 || uri[0] != '/' {
+		f.pass(l, ctx)
+		return
+	}
+	auth := len(h.Peek(fasthttp.HeaderAuthorization)) > 0
+	e, ok := f.cache.Get(b2s(uri))
+	if ok && f.purged(e) {
+		e, ok = nil, false
+	}
+	if ok && e.fresh(now.UnixNano()) && (!auth || e.authOK) {
+		f.m.hits.Inc()
+		f.writeEntry(ctx, e, now, valHit, statusHit, "")
+		return
+	}
+	if auth {
+		// RFC 9111 §3.5: a request with credentials is answered by the
+		// origin unless a stored response explicitly allows sharing.
+		f.pass(l, ctx)
+		return
+	}
+	f.m.misses.Inc()
+	f.miss(l, ctx, string(uri), e, now)
+}
+
+// writeEntry answers from a stored object: 304 for a matching
+// If-None-Match, 206/416 for a Range, HEAD without a body, else the whole
+// body. The body is never copied.
+func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xcache, cacheStatus []byte, servedBy string) {
+	rh := &ctx.Response.Header
+	var num [20]byte
+	age := strconv.AppendInt(num[:0], e.age(now), 10)
+	if e.status == http.StatusOK {
+		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && etagMatch(inm, e.etag) {
+			rh.SetStatusCode(http.StatusNotModified)
+			for i := range e.headers {
+				if e.headers[i].notModified {
+					rh.AddBytesKV(e.headers[i].key, e.headers[i].value)
+				}
+			}
+			rh.SetCanonical(hdrAge, age)
+			rh.SetCanonical(hdrXCache, xcache)
+			rh.SetCanonical(hdrCacheStatus, cacheStatus)
+			if servedBy != "" {
+				rh.Set("X-Served-By", servedBy)
+			}
+			return
+		}
+	}
+	status, body := e.status, e.body
+	var crange []byte
+	if e.status == http.StatusOK && ctx.IsGet() {
+		if rng := ctx.Request.Header.Peek(fasthttp.HeaderRange); len(rng) > 0 && ifRangeOK(ctx, e) {
+			switch s, end, kind := parseRange(rng, int64(len(body))); kind {
+			case rangeOK:
+				status, body = http.StatusPartialContent, body[s:end+1]
+				crange = append(crange, "bytes "...)
+				crange = strconv.AppendInt(crange, s, 10)
+				crange = append(crange, '-')
+				crange = strconv.AppendInt(crange, end, 10)
+				crange = append(crange, '/')
+				crange = strconv.AppendInt(crange, int64(len(e.body)), 10)
+			case rangeUnsatisfiable:
+				status, body = http.StatusRequestedRangeNotSatisfiable, nil
+				crange = append(crange, "bytes */"...)
+				crange = strconv.AppendInt(crange, int64(len(e.body)), 10)
+			}
+		}
+	}
+	rh.SetStatusCode(status)
+	if len(e.contentType) > 0 && status != http.StatusRequestedRangeNotSatisfiable {
+		rh.SetContentTypeBytes(e.contentType)
+	}
+	for i := range e.headers {
+		rh.AddBytesKV(e.headers[i].key, e.headers[i].value)
+	}
+	if crange != nil {
+		rh.SetCanonical(hdrContentRange, crange)
+	}
+	rh.SetCanonical(hdrAge, age)
+	rh.SetCanonical(hdrXCache, xcache)
+	rh.SetCanonical(hdrCacheStatus, cacheStatus)
+	if servedBy != "" {
+		rh.Set("X-Served-By", servedBy)
+	}
+	ctx.Response.SetBodyRaw(body)
+	if !ctx.IsHead() {
+		f.m.bytesFromCache.Add(float64(len(body)))
+	}
+}
+
+// ifRangeOK applies If-Range: the Range counts only if the validator is the
+// stored object's strong ETag (or no If-Range was sent).
+func ifRangeOK(ctx *fasthttp.RequestCtx, e *entry) bool {
+	ir := ctx.Request.Header.Peek(fasthttp.HeaderIfRange)
+	if len(ir) == 0 {
+		return true
+	}
+	return len(e.etag) > 0 && !bytes.HasPrefix(e.etag, []byte("W/")) && bytes.Equal(ir, e.etag)
+}
+
+// flight is one origin fetch that concurrent misses of a key share. Its
+// outcome fields are written before done is closed.
+type flight struct {
+	done     chan struct{}
+	entry    *entry // the fetched object (stored unless ristretto refuses)
+	stale    *entry // origin failed: serve this stale object
+	err      error  // origin failed and nothing stale: 502/504
+	pass     bool   // not cacheable: the leader gets resp, the others ask the origin themselves
+	servedBy string
+
+	mu      sync.Mutex
+	resp    *http.Response // the uncacheable response, for the leader
+	claimed bool           // the leader took resp or gave up on it
+}
+
+// miss collapses concurrent misses of key into one origin fetch. The fetch
+// runs detached from the client so that it completes (and fills the cache)
+// even when the first client goes away; waiters give up after WaitTimeout.
+func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key string, stale *entry, now time.Time) {
+	f.flightMu.Lock()
+	fl, joined := f.flights[key]
+	if !joined {
+		fl = &flight{done: make(chan struct{})}
+		f.flights[key] = fl
+	}
+	f.flightMu.Unlock()
+	leader := !joined
+	if leader {
+		req, _, err := f.originRequest(ctx, true)
+		if err != nil {
+			f.finish(key, fl)
+			f.writeError(ctx, http.StatusBadRequest, "bad request target")
+			return
+		}
+		if stale != nil && len(stale.etag) > 0 {
+			req.Header.Set("If-None-Match", string(stale.etag))
+		}
+		f.wg.Add(1)
+		go f.fetch(l.own, fl, key, req, stale)
+	} else {
+		f.m.collapsed.Inc()
+	}
+	timer := time.NewTimer(f.cfg.WaitTimeout)
+	select {
+	case <-fl.done:
+		timer.Stop()
+	case <-timer.C:
+		f.m.waitTimeouts.Inc()
+		if leader {
+			fl.abandon()
+		}
+		if stale != nil {
+			f.m.stale.Inc()
+			f.writeEntry(ctx, stale, time.Now(), valHit, statusStale, "")
+			return
+		}
+		f.writeError(ctx, http.StatusGatewayTimeout, "timed out waiting for the origin")
+		return
+	}
+	switch {
+	case fl.entry != nil:
+		f.writeEntry(ctx, fl.entry, time.Now(), valMiss, statusMissStore, fl.servedBy)
+	case fl.stale != nil:
+		f.m.stale.Inc()
+		f.writeEntry(ctx, fl.stale, time.Now(), valHit, statusStale, "")
+	case fl.err != nil:
+		f.writeOriginError(ctx, fl.err)
+	default: // pass
+		h := &ctx.Request.Header
+		if leader && h.IsGet() && len(h.Peek(fasthttp.HeaderRange)) == 0 &&
+			len(h.Peek(fasthttp.HeaderIfNoneMatch)) == 0 && len(h.Peek(fasthttp.HeaderIfModifiedSince)) == 0 {
+			if resp := fl.take(); resp != nil {
+				f.m.passes.Inc()
+				f.writeResponse(ctx, resp, fl.servedBy, statusMiss)
+				return
+			}
+		}
+		if leader {
+			fl.abandon()
+		}
+		f.pass(l, ctx)
+	}
+}
+
+// take hands the uncacheable response to the leader, once.
+func (fl *flight) take() *http.Response {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.claimed {
+		return nil
+	}
+	fl.claimed = true
+	return fl.resp
+}
+
+// abandon releases the uncacheable response if nobody will read it.
+func (fl *flight) abandon() {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if !fl.claimed {
+		fl.claimed = true
+		if fl.resp != nil {
+			fl.resp.Body.Close()
+		}
+	}
+}
+
+// offer gives resp to the leader unless the leader already gave up.
+func (fl *flight) offer(resp *http.Response) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.claimed {
+		resp.Body.Close()
+		return
+	}
+	fl.resp = resp
+}
+
+// finish publishes a flight's outcome: later requests start a new flight.
+func (f *Front) finish(key string, fl *flight) {
+	f.flightMu.Lock()
+	if f.flights[key] == fl {
+		delete(f.flights, key)
+	}
+	f.flightMu.Unlock()
+	close(fl.done)
+}
+
+// fetch is the origin request of a flight. It fetches the whole object with
+// GET (whatever the first client asked: HEAD, Range and conditionals are
+// answered from the stored copy) and stores it when RFC 9111 allows.
+func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale *entry) {
+	defer f.wg.Done()
+	defer f.finish(key, fl)
+	rctx, cancel := context.WithCancel(f.baseCtx)
+	timer := time.AfterFunc(f.cfg.OriginTimeout, cancel)
+	req = req.WithContext(rctx)
+	fetchedAt := time.Now()
+	resp, b, err := f.roundTrip(req, own, nil)
+	if err != nil {
+		timer.Stop()
+		cancel()
+		if stale != nil {
+			fl.stale = stale
+			return
+		}
+		fl.err = err
+		return
+	}
+	fl.servedBy = b.addr
+	received := time.Now()
+	if resp.StatusCode == http.StatusNotModified && stale != nil {
+		// Revalidated: the stored body is still current.
+		resp.Body.Close()
+		timer.Stop()
+		cancel()
+		resp.StatusCode = stale.status
+		if ok, lifetime, imm, authOK := storable(stale.status, resp.Header, received); ok {
+			e := *stale
+			e.received, e.fetchedAt, e.authOK = received, fetchedAt, authOK
+			e.initAge = 0
+			if a, err := strconv.ParseInt(resp.Header.Get("Age"), 10, 64); err == nil && a > 0 {
+				e.initAge = a
+			}
+			e.freshTill = received.Add(lifetime).UnixNano()
+			if imm {
+				e.freshTill = neverExpires
+			}
+			f.store(key, &e, lifetime, imm)
+			fl.entry = &e
+			return
+		}
+		fl.stale = stale
+		return
+	}
+	if resp.StatusCode >= 500 && stale != nil {
+		resp.Body.Close()
+		timer.Stop()
+		cancel()
+		fl.stale = stale
+		return
+	}
+	ok, lifetime, imm, authOK := storable(resp.StatusCode, resp.Header, received)
+	if ok && resp.ContentLength <= f.cfg.MaxObject {
+		body, complete, err := readUpTo(resp.Body, resp.ContentLength, f.cfg.MaxObject)
+		if err != nil {
+			// A truncated body is never stored nor served under 200.
+			resp.Body.Close()
+			timer.Stop()
+			cancel()
+			if stale != nil {
+				fl.stale = stale
+			} else {
+				fl.err = err
+			}
+			return
+		}
+		if complete {
+			resp.Body.Close()
+			timer.Stop()
+			cancel()
+			e := newEntry(key, resp, body, fetchedAt, received, lifetime, imm, authOK)
+			f.store(key, e, lifetime, imm)
+			fl.entry = e
+			return
+		}
+		// Larger than MaxObject without a Content-Length: stream it.
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+	}
+	// Not cacheable: the leader streams it; from here on only the client
+	// connection bounds it.
+	timer.Stop()
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	fl.pass = true
+	fl.offer(resp)
+}
+
+func (f *Front) store(key string, e *entry, lifetime time.Duration, immutable bool) {
+	var ttl time.Duration
+	if !immutable {
+		ttl = lifetime + f.cfg.StaleIfError
+	}
+	// Sets are asynchronous and may be dropped or refused; nothing relies
+	// on finding the object afterwards.
+	f.cache.SetWithTTL(key, e, e.cost, ttl)
+}
+
+// readUpTo reads a body of declared length n (-1 unknown), at most max
+// bytes. complete is false when the body is longer than max.
+func readUpTo(r io.Reader, n, max int64) (body []byte, complete bool, err error) {
+	if n >= 0 {
+		body = make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return nil, false, err
+		}
+		return body, true, nil
+	}
+	var buf bytes.Buffer
+	got, err := io.Copy(&buf, io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, false, err
+	}
+	return buf.Bytes(), got <= max, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// pass forwards a request to the origin and streams the answer back,
+// without the cache. Request bodies stream up as the client sends them.
+func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx) {
+	f.m.passes.Inc()
+	req, body, err := f.originRequest(ctx, false)
+	if err != nil {
+		f.writeError(ctx, http.StatusBadRequest, "bad request target")
+		return
+	}
+	rctx, cancel := context.WithCancel(f.baseCtx)
+	req = req.WithContext(rctx)
+	resp, b, err := f.roundTrip(req, l.own, body)
+	if body != nil {
+		// The transport may still be finishing the body (its last read
+		// sees EOF after the origin already answered): give it a moment.
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-body.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if body != nil && !body.stop() {
+		// The origin answered before reading the whole body: the rest
+		// of it is still on the client connection, which cannot be reused.
+		ctx.SetConnectionClose()
+	}
+	if err != nil {
+		cancel()
+		f.writeOriginError(ctx, err)
+		return
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	f.writeResponse(ctx, resp, b.addr, statusPass)
+}
+
+// writeResponse streams an origin response to the client.
+func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, servedBy string, cacheStatus []byte) {
+	rh := &ctx.Response.Header
+	rh.SetStatusCode(resp.StatusCode)
+	for k, vs := range resp.Header {
+		if hopByHop[k] || k == "Content-Length" || k == "X-Cache" || k == "Cache-Status" {
+			continue
+		}
+		for _, v := range vs {
+			rh.Add(k, v)
+		}
+	}
+	rh.SetCanonical(hdrXCache, valMiss)
+	rh.SetCanonical(hdrCacheStatus, cacheStatus)
+	rh.Set("X-Served-By", servedBy)
+	noBody := ctx.IsHead() || resp.StatusCode == http.StatusNoContent ||
+		resp.StatusCode == http.StatusNotModified || resp.StatusCode < 200
+	if noBody {
+		if ctx.IsHead() && resp.ContentLength >= 0 {
+			rh.SetContentLength(int(resp.ContentLength))
+		}
+		ctx.Response.SkipBody = true
+		resp.Body.Close()
+		return
+	}
+	// fasthttp writes the stream after the handler returns, then closes
+	// it, which releases the origin connection.
+	ctx.SetBodyStream(resp.Body, int(resp.ContentLength))
+}
+
+// writeOriginError answers for an origin that could not be reached.
+func (f *Front) writeOriginError(ctx *fasthttp.RequestCtx, err error) {
+	f.m.originErrors.Inc()
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()) {
+		f.writeError(ctx, http.StatusGatewayTimeout, "origin timed out")
+		return
+	}
+	f.log.Debug("origin error", "err", err)
+	f.writeError(ctx, http.StatusBadGateway, "origin unavailable")
+}
+
+func (f *Front) writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	ctx.Response.Header.SetCanonical(hdrXCache, valMiss)
+	ctx.SetBodyString(`{"error":` + strconv.Quote(msg) + "}\n")
+}
+
+// roundTrip sends req to the listener's own backend, or to another healthy
+// one when that is down; a refused connection marks the backend down and
+// moves on to the next, as long as no byte of the body was read.
+func (f *Front) roundTrip(req *http.Request, own int, body *guardedBody) (*http.Response, *backend, error) {
+	var tried uint64
+	var lastErr error
+	for {
+		b := f.pick(own, tried)
+		if b == nil {
+			return nil, nil, lastErr
+		}
+		req.URL.Host = b.addr
+		resp, err := f.transport.RoundTrip(req)
+		if err == nil {
+			return resp, b, nil
+		}
+		lastErr = err
+		if !isDialError(err) || (body != nil && body.started()) || req.Context().Err() != nil {
+			return nil, b, err
+		}
+		b.setUp(false, f.log, err.Error())
+		tried |= 1 << f.index(b)
+		if f.pick(own, tried) != nil {
+			f.m.failover.Inc()
+		}
+	}
+}
+
+// Request fields that are not forwarded: hop-by-hop ones, and those the
+// front sets itself.
+var notForwarded = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authorization": true, "Proxy-Connection": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Host": true,
+	"Content-Length": true, "Expect": true,
+}
+
+// Fields dropped from a collapsed fetch, which must fetch the whole,
+// uncoded object whatever its first requester asked for.
+var notInFetch = map[string]bool{
+	"Range": true, "If-Range": true, "If-None-Match": true, "If-Modified-Since": true,
+	"If-Match": true, "If-Unmodified-Since": true, "Accept-Encoding": true, "Cookie": true,
+	"Authorization": true,
+}
+
+// originRequest builds the origin request for ctx. fetch selects a
+// collapsed GET without client-specific fields; otherwise the method, the
+// fields and the body stream are forwarded.
+func (f *Front) originRequest(ctx *fasthttp.RequestCtx, fetch bool) (*http.Request, *guardedBody, error) {
+	target := string(ctx.Request.Header.RequestURI())
+	if len(target) == 0 || target[0] != '/' {
+		target = string(ctx.URI().RequestURI())
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, nil, err
+	}
+	u.Scheme = "http"
+	method := string(ctx.Method())
+	if fetch {
+		method = http.MethodGet
+	}
+	req := &http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     make(http.Header, 8),
+		Host:       string(ctx.Host()),
+	}
+	for k, v := range ctx.Request.Header.All() {
+		key := http.CanonicalHeaderKey(string(k))
+		if notForwarded[key] || (fetch && notInFetch[key]) {
+			continue
+		}
+		req.Header.Add(key, string(v))
+	}
+	ip := ctx.RemoteIP().String()
+	if prior := req.Header.Get("X-Forwarded-For"); prior != "" {
+		ip = prior + ", " + ip
+	}
+	req.Header.Set("X-Forwarded-For", ip)
+	if req.Header.Get("X-Forwarded-Proto") == "" {
+		proto := "http"
+		if ctx.IsTLS() {
+			proto = "https"
+		}
+		req.Header.Set("X-Forwarded-Proto", proto)
+	}
+	var body *guardedBody
+	if cl := ctx.Request.Header.ContentLength(); !fetch && (cl > 0 || cl == -1) {
+		body = &guardedBody{r: ctx.RequestBodyStream(), done: make(chan struct{})}
+		req.Body = body
+		req.ContentLength = int64(cl)
+	}
+	return req, body, nil
+}
+
+// guardedBody is a client's request body being streamed to the origin. The
+// transport may keep reading it after RoundTrip returns; stop cuts it off so
+// that nothing touches the client connection once the handler moves on.
+type guardedBody struct {
+	mu      sync.Mutex
+	r       io.Reader
+	read    bool
+	eof     bool
+	stopped bool
+	done    chan struct{} // closed when the transport closes a fully read body
+	isDone  bool
+}
+
+var errBodyStopped = errors.New("request body no longer available")
+
+func (g *guardedBody) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return 0, errBodyStopped
+	}
+	g.read = true
+	n, err := g.r.Read(p)
+	if err == io.EOF {
+		g.eof = true
+	}
+	return n, err
+}
+
+// Close only records that the transport finished with a fully read body:
+// the transport also closes bodies on errors, and a refused body may still
+// be sent to another backend.
+func (g *guardedBody) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.eof && !g.isDone {
+		g.isDone = true
+		close(g.done)
+	}
+	return nil
+}
+
+func (g *guardedBody) started() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.read
+}
+
+// stop cuts the body off and reports whether it had been read to the end.
+func (g *guardedBody) stop() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	return g.eof
+}

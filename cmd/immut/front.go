@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/immut/immut/cachefront"
+)
+
+func init() {
+	commands["front"] = command{summary: "run the caching front tier (port i → app process i)", run: runFront}
+}
+
+// runFront fills a cachefront.Config from flags and runs the front until
+// ctx is cancelled (SIGINT/SIGTERM).
+func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("front", stderr)
+	mapSpec := fs.String("map", "8080=127.0.0.1:18081", "listen=backend pairs, comma-separated; a bare port means 127.0.0.1 (e.g. 8080=127.0.0.1:18081,8081=127.0.0.1:18082)")
+	cacheSize := byteSize(cachefront.DefaultCacheSize)
+	fs.Var(&cacheSize, "cache-size", "cache byte budget, with units (e.g. 512MiB, 1GiB)")
+	maxObject := byteSize(cachefront.DefaultMaxObject)
+	fs.Var(&maxObject, "max-object", "largest response kept in the cache; larger ones stream through")
+	admin := fs.String("admin", "", "address of the admin listener (/metrics, purge), e.g. 127.0.0.1:9090; empty for none")
+	token := fs.String("token", "", "write token; protects purge on the admin listener (required with --admin)")
+	healthInterval := fs.Duration("health-interval", cachefront.DefaultHealthInterval, "period of the backends' /healthz check")
+	waitTimeout := fs.Duration("wait-timeout", cachefront.DefaultWaitTimeout, "how long a collapsed miss waits for the in-flight fetch")
+	originTimeout := fs.Duration("origin-timeout", cachefront.DefaultOriginTimeout, "how long to wait for an origin's response headers")
+	staleIfError := fs.Duration("stale-if-error", cachefront.DefaultStaleIfError, "how long past freshness a cached object may be served when the origin fails")
+	memLimit := fs.Bool("memlimit", true, "set the Go memory limit from the cache budget (unless GOMEMLIMIT is set)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "immut front: unexpected arguments %q\n", fs.Args())
+		return errUsage
+	}
+	routes, err := cachefront.ParseMap(*mapSpec)
+	if err != nil {
+		return fmt.Errorf("--map: %w", err)
+	}
+	if *admin != "" && *token == "" {
+		return errors.New("--admin needs --token (or IMMUT_TOKEN): purge must be protected")
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *memLimit && os.Getenv("GOMEMLIMIT") == "" {
+		// The cache holds at most its budget; the collector keeps the rest
+		// (garbage from evicted objects, buffers) close to that, so that the
+		// process stays within about 1.3× the budget.
+		limit := int64(cacheSize) + int64(cacheSize)/8 + 32<<20
+		debug.SetMemoryLimit(limit)
+		log.Debug("memory limit", "bytes", limit)
+	}
+	f, err := cachefront.New(cachefront.Config{
+		Routes:         routes,
+		Admin:          *admin,
+		Token:          *token,
+		CacheSize:      int64(cacheSize),
+		MaxObject:      int64(maxObject),
+		HealthInterval: *healthInterval,
+		WaitTimeout:    *waitTimeout,
+		OriginTimeout:  *originTimeout,
+		StaleIfError:   *staleIfError,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := f.Start(); err != nil {
+		return err
+	}
+	for i, a := range f.Addrs() {
+		fmt.Fprintf(stdout, "front %s -> %s\n", a, routes[i].Backend)
+	}
+	if a := f.AdminAddr(); a != "" {
+		fmt.Fprintf(stdout, "admin http://%s/metrics\n", a)
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return f.Close(sctx)
+}
