@@ -1,0 +1,155 @@
+package loadtest
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zeebo/blake3"
+)
+
+// origin is a small, honest, in-memory implementation of the part of the
+// immut API the load generator uses: a content-addressed map keyed by
+// BLAKE3-256, names, bearer-token writes and an X-Cache header that says MISS
+// on the first read of a blob and HIT after. It counts what it saw so tests
+// can hold the report's counts against it. Hooks make it stall or corrupt.
+type origin struct {
+	token string
+
+	mu        sync.Mutex
+	blobs     map[string][]byte
+	names     map[string]string
+	seen      map[string]bool // blobs read at least once (the simulated cache)
+	counts    map[string]int  // "GET /b", "HEAD /b", "POST /v1/blobs", "PUT /v1/images"
+	clients   map[string]map[string]bool
+	corrupted int
+
+	// beforeRead, if set, runs before a GET or HEAD of a blob is answered
+	// (outside the lock): the stalling server sleeps here.
+	beforeRead func()
+	// corruptEvery, if positive, flips one byte of every n-th GET body.
+	corruptEvery int
+	reads        int
+}
+
+func newOrigin(token string) *origin {
+	return &origin{token: token, blobs: map[string][]byte{}, names: map[string]string{}, seen: map[string]bool{}, counts: map[string]int{}, clients: map[string]map[string]bool{}}
+}
+
+// start serves o on 127.0.0.1 for the test's lifetime.
+func (o *origin) start(t testing.TB) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/blobs", o.put)
+	mux.HandleFunc("PUT /v1/images/{name}", o.put)
+	mux.HandleFunc("GET /b/{hash}", o.get) // GET patterns also match HEAD
+	srv := httptest.NewUnstartedServer(mux)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func (o *origin) count(key string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.counts[key]
+}
+
+func jsonError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func (o *origin) put(w http.ResponseWriter, r *http.Request) {
+	key := r.Method + " /v1/blobs"
+	if r.Method == http.MethodPut {
+		key = "PUT /v1/images"
+	}
+	o.mu.Lock()
+	o.counts[key]++
+	o.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer "+o.token {
+		jsonError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	sum := blake3.Sum256(body)
+	hash := hex.EncodeToString(sum[:])
+	o.mu.Lock()
+	_, existed := o.blobs[hash]
+	o.blobs[hash] = body
+	reply := map[string]any{"hash": hash, "url": "/b/" + hash, "size": len(body), "content_type": r.Header.Get("Content-Type")}
+	if name := r.PathValue("name"); name != "" {
+		reply["name"] = name
+		reply["previous"] = o.names[name]
+		o.names[name] = hash
+	}
+	o.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	if existed {
+		w.WriteHeader(http.StatusOK)
+	} else {
+		w.WriteHeader(http.StatusCreated)
+	}
+	json.NewEncoder(w).Encode(reply)
+}
+
+func (o *origin) get(w http.ResponseWriter, r *http.Request) {
+	hash := r.PathValue("hash")
+	o.mu.Lock()
+	o.counts[r.Method+" /b"]++
+	if c := r.Header.Get("X-Loadtest-Client"); c != "" {
+		if o.clients[c] == nil {
+			o.clients[c] = map[string]bool{}
+		}
+		o.clients[c][r.Host] = true
+	}
+	body, ok := o.blobs[hash]
+	cache := "MISS"
+	if o.seen[hash] {
+		cache = "HIT"
+	}
+	o.seen[hash] = true
+	corrupt := false
+	if r.Method == http.MethodGet && ok {
+		o.reads++
+		if o.corruptEvery > 0 && o.reads%o.corruptEvery == 0 {
+			corrupt = true
+			o.corrupted++
+		}
+	}
+	o.mu.Unlock()
+	if o.beforeRead != nil {
+		o.beforeRead()
+	}
+	if !ok {
+		jsonError(w, http.StatusNotFound, "no such blob")
+		return
+	}
+	if corrupt {
+		c := append([]byte(nil), body...)
+		c[len(c)/2] ^= 0x40
+		body = c
+	}
+	w.Header().Set("ETag", `"`+hash+`"`)
+	w.Header().Set("X-Cache", cache)
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+}
