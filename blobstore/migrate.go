@@ -143,7 +143,7 @@ func status(ctx context.Context, q querier, known []Migration) (SchemaStatus, er
 			continue
 		}
 		if sum != m.Checksum {
-			return st, fmt.Errorf("migration %04d_%s was applied with checksum %s but this binary has %s: the migration was edited after it ran", m.Version, m.Name, sum[:12], m.Checksum[:12])
+			return st, fmt.Errorf("migration %04d_%s was applied with checksum %s but this binary has %s: the migration was edited after it ran", m.Version, m.Name, short(sum), short(m.Checksum))
 		}
 	}
 	return st, nil
@@ -208,4 +208,11 @@ func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("%w: database at version %d, binary expects %d; run `immut migrate`", ErrSchemaPending, st.Applied, st.Expected)
 	}
 	return nil
+}
+
+func short(sum string) string {
+	if len(sum) > 12 {
+		return sum[:12]
+	}
+	return sum
 }

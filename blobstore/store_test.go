@@ -219,6 +219,7 @@ func TestRangeReadsFetchOnlyNeededChunks(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := fetchCount.Load()
+			r.ReadAheadLimit(tc.off + tc.n)
 			if _, err := r.Seek(tc.off, io.SeekStart); err != nil {
 				t.Fatal(err)
 			}
@@ -229,6 +230,7 @@ func TestRangeReadsFetchOnlyNeededChunks(t *testing.T) {
 			if !bytes.Equal(got, data[tc.off:tc.off+tc.n]) {
 				t.Fatal("range bytes differ")
 			}
+			r.Close()
 			if f := int(fetchCount.Load() - before); f != tc.wantFetches {
 				t.Errorf("fetched %d chunks, want %d", f, tc.wantFetches)
 			}

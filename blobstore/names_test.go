@@ -1,0 +1,301 @@
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+)
+
+func TestValidateName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"logo.png", true},
+		{"products_42-large", true},
+		{"café", true},
+		{"", false},
+		{strings.Repeat("a", 200), true},
+		{strings.Repeat("a", 201), false},
+		{"a/b", false},
+		{"a\\b", false},
+		{"..", false},
+		{"a..b", false},
+		{".hidden", false},
+		{"nul\x00byte", false},
+		{"tab\tname", false},
+		{"space name", false},
+		{"bad\xffutf8", false},
+		{"bidi\u202e", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateName(tc.name)
+			if (err == nil) != tc.ok {
+				t.Fatalf("ValidateName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadName) {
+				t.Fatalf("error %v is not ErrBadName", err)
+			}
+		})
+	}
+}
+
+func TestNamesCASAndHistory(t *testing.T) {
+	s := newStore(t, Config{})
+	ctx := context.Background()
+	put := func(data string) Hash {
+		b, _, err := s.Put(ctx, strings.NewReader(data), PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Hash
+	}
+	v1, v2, v3 := put("one"), put("two"), put("three")
+
+	if prev, err := s.SetName(ctx, "logo", v1, Precondition{MustNotExist: true}); err != nil || prev != nil {
+		t.Fatalf("create: %v, %v", prev, err)
+	}
+	if _, err := s.SetName(ctx, "logo", v2, Precondition{MustNotExist: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("create over existing: %v", err)
+	}
+	if _, err := s.SetName(ctx, "logo", v2, Precondition{IfMatch: &v3}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale If-Match: %v", err)
+	}
+	if prev, err := s.SetName(ctx, "logo", v2, Precondition{IfMatch: &v1}); err != nil || *prev != v1 {
+		t.Fatalf("CAS v1→v2: %v, %v", prev, err)
+	}
+	if _, err := s.SetName(ctx, "logo", Sum([]byte("not stored")), Precondition{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("name to unknown blob: %v", err)
+	}
+	if _, err := s.SetName(ctx, "other", v1, Precondition{MustExist: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("If-Match * on a missing name: %v", err)
+	}
+	if _, err := s.SetName(ctx, "logo", v3, Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.GetName(ctx, "logo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Hash != v3 || len(rec.History) != 3 {
+		t.Fatalf("record = %+v", rec)
+	}
+	// Newest first: v2→v3, v1→v2, create v1.
+	h := rec.History
+	if *h[0].Hash != v3 || *h[0].Previous != v2 || *h[1].Hash != v2 || *h[1].Previous != v1 || *h[2].Hash != v1 || h[2].Previous != nil {
+		t.Fatalf("history = %+v", h)
+	}
+	if !h[0].At.After(h[1].At) || !h[1].At.After(h[2].At) {
+		t.Errorf("history times not increasing: %v", h)
+	}
+	if _, err := s.DeleteName(ctx, "logo", Precondition{IfMatch: &v1}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale delete: %v", err)
+	}
+	if prev, err := s.DeleteName(ctx, "logo", Precondition{IfMatch: &v3}); err != nil || prev != v3 {
+		t.Fatalf("delete: %v, %v", prev, err)
+	}
+	if _, err := s.GetName(ctx, "logo"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get deleted: %v", err)
+	}
+	if _, err := s.DeleteName(ctx, "logo", Precondition{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+	// The blob outlives its name.
+	if _, err := s.Stat(ctx, v3); err != nil {
+		t.Fatal(err)
+	}
+	// Recreating keeps the whole history, delete included.
+	s.SetName(ctx, "logo", v1, Precondition{})
+	rec, _ = s.GetName(ctx, "logo")
+	if len(rec.History) != 5 || rec.History[1].Hash != nil {
+		t.Fatalf("history after delete and recreate: %+v", rec.History)
+	}
+}
+
+func TestConcurrentCASLosesNoEdit(t *testing.T) {
+	s := newStore(t, Config{})
+	ctx := context.Background()
+	base, _, _ := s.Put(ctx, strings.NewReader("base"), PutOptions{})
+	s.SetName(ctx, "n", base.Hash, Precondition{})
+	var wg sync.WaitGroup
+	wins := make(chan Hash, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, _, err := s.Put(ctx, bytes.NewReader([]byte{byte(i)}), PutOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := s.SetName(ctx, "n", b.Hash, Precondition{IfMatch: &base.Hash}); err == nil {
+				wins <- b.Hash
+			} else if !errors.Is(err, ErrConflict) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(wins)
+	if n := len(wins); n != 1 {
+		t.Fatalf("%d concurrent compare-and-swaps from the same base won, want 1", n)
+	}
+}
+
+func TestGC(t *testing.T) {
+	s := newStore(t, Config{})
+	ctx := context.Background()
+	put := func(data string) Hash {
+		b, _, err := s.Put(ctx, strings.NewReader(data), PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Hash
+	}
+	named, orphan, moved := put("named"), put("orphan"), put("moved-away")
+	s.SetName(ctx, "keep", named, Precondition{})
+	s.SetName(ctx, "edited", moved, Precondition{})
+	s.SetName(ctx, "edited", named, Precondition{})
+
+	// Within the grace period nothing goes.
+	if res, err := s.GC(ctx, time.Hour); err != nil || res.Blobs != 0 {
+		t.Fatalf("GC(1h) = %+v, %v", res, err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	res, err := s.GC(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Blobs != 2 || res.Bytes != int64(len("orphan")+len("moved-away")) {
+		t.Fatalf("GC(0) = %+v", res)
+	}
+	for _, h := range []Hash{orphan, moved} {
+		if _, err := s.Stat(ctx, h); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s survived GC: %v", h, err)
+		}
+	}
+	if _, err := s.Stat(ctx, named); err != nil {
+		t.Fatalf("named blob collected: %v", err)
+	}
+	if _, chunks := rowCounts(t, s); chunks != 1 {
+		t.Fatalf("%d chunks left, want 1", chunks)
+	}
+	// A re-upload of collected bytes stores them again.
+	if _, created, err := s.Put(ctx, strings.NewReader("orphan"), PutOptions{}); err != nil || !created {
+		t.Fatalf("re-upload after GC: %v %v", created, err)
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	s := newStore(t, Config{})
+	ctx := context.Background()
+	st, err := Status(ctx, s.pool)
+	if err != nil || !st.Current() || st.Applied < 1 {
+		t.Fatalf("Status after Migrate = %+v, %v", st, err)
+	}
+	if done, err := Migrate(ctx, s.pool); err != nil || len(done) != 0 {
+		t.Fatalf("second Migrate applied %d: %v", len(done), err)
+	}
+	if err := CheckSchema(ctx, s.pool); err != nil {
+		t.Fatal(err)
+	}
+	// A database migrated by a newer binary is refused.
+	if _, err := s.pool.Exec(ctx, "INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckSchema(ctx, s.pool); !errors.Is(err, ErrSchemaTooNew) {
+		t.Fatalf("CheckSchema with a newer schema: %v", err)
+	}
+	s.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = 9999")
+	// An edited migration is refused.
+	s.pool.Exec(ctx, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+	if err := CheckSchema(ctx, s.pool); err == nil || !strings.Contains(err.Error(), "edited") {
+		t.Fatalf("CheckSchema with an edited migration: %v", err)
+	}
+}
+
+func TestPendingAndConcurrentMigrations(t *testing.T) {
+	ctx := context.Background()
+	pool := newStore(t, Config{}).pool
+	pool.Exec(ctx, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+	if err := CheckSchema(ctx, pool); !errors.Is(err, ErrSchemaPending) {
+		t.Fatalf("CheckSchema on an empty database: %v", err)
+	}
+	var wg sync.WaitGroup
+	applied := make([]int, 4)
+	for i := range applied {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done, err := Migrate(ctx, pool)
+			if err != nil {
+				t.Error(err)
+			}
+			applied[i] = len(done)
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, n := range applied {
+		total += n
+	}
+	ms, _ := Migrations()
+	if total != len(ms) {
+		t.Fatalf("concurrent migrators applied %d migrations in all, want %d", total, len(ms))
+	}
+}
+
+func TestLoadMigrationsRejectsBadNames(t *testing.T) {
+	tests := []struct {
+		name string
+		fs   fstest.MapFS
+	}{
+		{"no version", fstest.MapFS{"m/init.sql": {Data: []byte("x")}}},
+		{"duplicate version", fstest.MapFS{"m/0001_a.sql": {Data: []byte("x")}, "m/0001_b.sql": {Data: []byte("y")}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := loadMigrations(tc.fs, "m"); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func FuzzParseHash(f *testing.F) {
+	f.Add(Sum([]byte("x")).String())
+	f.Add("")
+	f.Add(strings.Repeat("A", 64))
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := ParseHash(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadHash) {
+				t.Fatalf("error %v is not ErrBadHash", err)
+			}
+			return
+		}
+		if h.String() != s {
+			t.Fatalf("round trip %q → %q", s, h.String())
+		}
+	})
+}
+
+func FuzzValidateName(f *testing.F) {
+	for _, s := range []string{"logo.png", "a/b", "..", "\x00", "é"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if ValidateName(s) != nil {
+			return
+		}
+		if s == "" || len(s) > MaxNameLen || strings.ContainsAny(s, "/\\\x00") || strings.Contains(s, "..") {
+			t.Fatalf("accepted %q", s)
+		}
+	})
+}
