@@ -205,7 +205,7 @@ func NewClient(maxInFlight int) *http.Client {
 
 // Progress is a snapshot of a running test, delivered once per interval.
 type Progress struct {
-	Phase      string        // "setup", "warmup", "run" or "drain"
+	Phase      string        // "setup", "warmup", "run", "drain" (waiting for requests in flight) or "done"
 	Elapsed    time.Duration // since the phase's start (setup) or since scheduling began
 	Done       int           // setup: images uploaded so far
 	Total      int           // setup: images to upload
@@ -464,7 +464,7 @@ func (r *runner) measure(ctx context.Context) *Report {
 	}
 	close(colStop)
 	<-colDone
-	r.collect(time.Now(), "drain")
+	r.collect(time.Now(), "done")
 
 	measured := stoppedAt.Sub(r.measureStart)
 	measured = max(0, min(measured, cfg.Duration))

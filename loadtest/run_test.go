@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/immut/immut/loadtest/testorigin"
 )
 
 // smallSizes keeps generated images tiny so tests spend their time on the
@@ -49,8 +51,8 @@ func errorsOf(s OpStats) map[string]int64 {
 // 200/s against the honest origin: about 400 starts are scheduled, all
 // succeed, and every count in the report is what the server saw.
 func TestRunKeepsRateAndCountsMatchServer(t *testing.T) {
-	o := newOrigin("secret")
-	srv := o.start(t)
+	o := testorigin.New("secret")
+	srv := o.Start(t)
 	cfg := testConfig(t, srv.URL)
 	cfg.Duration = 2 * time.Second
 	var progress []Progress
@@ -71,16 +73,16 @@ func TestRunKeepsRateAndCountsMatchServer(t *testing.T) {
 		t.Errorf("achieved rate %.1f/s, want about 200/s", rep.All.Rate)
 	}
 	get, head, put, edit := rep.Ops[OpGet], rep.Ops[OpHead], rep.Ops[OpPut], rep.Ops[OpEdit]
-	if got, want := o.count("GET /b"), int(get.Requests+edit.Requests); got != want {
+	if got, want := o.Count("GET /b"), int(get.Requests+edit.Requests); got != want {
 		t.Errorf("server saw %d GETs, report has %d gets + %d edits (each edit fetches its new URL)", got, get.Requests, edit.Requests)
 	}
-	if got := o.count("HEAD /b"); got != int(head.Requests) {
+	if got := o.Count("HEAD /b"); got != int(head.Requests) {
 		t.Errorf("server saw %d HEADs, report has %d", got, head.Requests)
 	}
-	if got := o.count("POST /v1/blobs"); got != int(put.Requests) {
+	if got := o.Count("POST /v1/blobs"); got != int(put.Requests) {
 		t.Errorf("server saw %d POSTs, report has %d puts", got, put.Requests)
 	}
-	if got, want := o.count("PUT /v1/images"), cfg.Corpus+int(edit.Requests); got != want {
+	if got, want := o.Count("PUT /v1/images"), cfg.Corpus+int(edit.Requests); got != want {
 		t.Errorf("server saw %d image PUTs, want %d corpus uploads + %d edits", got, cfg.Corpus, edit.Requests)
 	}
 	if get.Requests < 300 || put.Requests == 0 || edit.Requests == 0 {
@@ -111,14 +113,14 @@ func TestRunKeepsRateAndCountsMatchServer(t *testing.T) {
 // intended start shows the stall; service latency (from the actual send)
 // hides it, which is exactly the coordinated-omission error.
 func TestCoordinatedOmission(t *testing.T) {
-	o := newOrigin("secret")
+	o := testorigin.New("secret")
 	var reads atomic.Int64
-	o.beforeRead = func() {
+	o.BeforeRead = func() {
 		if reads.Add(1) == 20 {
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
-	srv := o.start(t)
+	srv := o.Start(t)
 	cfg := testConfig(t, srv.URL)
 	cfg.Rate = 100
 	cfg.Duration = 1500 * time.Millisecond
@@ -152,9 +154,9 @@ func TestCoordinatedOmission(t *testing.T) {
 // in-flight bound makes starts miss their slot; they are counted as dropped,
 // never sent, and the server's count agrees.
 func TestMaxInFlightDrops(t *testing.T) {
-	o := newOrigin("secret")
-	o.beforeRead = func() { time.Sleep(100 * time.Millisecond) }
-	srv := o.start(t)
+	o := testorigin.New("secret")
+	o.BeforeRead = func() { time.Sleep(100 * time.Millisecond) }
+	srv := o.Start(t)
 	cfg := testConfig(t, srv.URL)
 	cfg.Rate = 100
 	cfg.MaxInFlight = 2
@@ -172,7 +174,7 @@ func TestMaxInFlightDrops(t *testing.T) {
 	if errorsOf(get)[kindDropped] != rep.Dropped {
 		t.Errorf("get errors %v, want dropped = %d", get.Errors, rep.Dropped)
 	}
-	if got, want := int64(o.count("GET /b")), get.Requests-rep.Dropped; got != want {
+	if got, want := int64(o.Count("GET /b")), get.Requests-rep.Dropped; got != want {
 		t.Errorf("server saw %d GETs, report sent %d", got, want)
 	}
 	if get.Requests != rep.Intended {
@@ -183,18 +185,16 @@ func TestMaxInFlightDrops(t *testing.T) {
 // TestDigestMismatch: a server that flips a byte of every fifth body is
 // caught on every one of them.
 func TestDigestMismatch(t *testing.T) {
-	o := newOrigin("secret")
-	o.corruptEvery = 5
-	srv := o.start(t)
+	o := testorigin.New("secret")
+	o.CorruptEvery = 5
+	srv := o.Start(t)
 	cfg := testConfig(t, srv.URL)
 	cfg.Mix = Mix{OpGet: 9, OpHead: 1}
 	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.mu.Lock()
-	corrupted := o.corrupted
-	o.mu.Unlock()
+	corrupted := o.Corrupted()
 	got := errorsOf(rep.All)[kindDigest]
 	if corrupted == 0 || got != int64(corrupted) {
 		t.Errorf("digest mismatches = %d, server corrupted %d bodies", got, corrupted)
@@ -207,8 +207,8 @@ func TestDigestMismatch(t *testing.T) {
 // TestInterruptYieldsPartialReport: cancelling the context (what Ctrl-C
 // does) stops a 30 s run early and still returns its numbers.
 func TestInterruptYieldsPartialReport(t *testing.T) {
-	o := newOrigin("secret")
-	srv := o.start(t)
+	o := testorigin.New("secret")
+	srv := o.Start(t)
 	cfg := testConfig(t, srv.URL)
 	cfg.Duration = 30 * time.Second
 	cfg.Rate = 100
@@ -244,18 +244,16 @@ func TestInterruptYieldsPartialReport(t *testing.T) {
 // TestTargetsStickPerClient: with two targets, both get traffic and each
 // virtual client always talks to the same one.
 func TestTargetsStickPerClient(t *testing.T) {
-	o := newOrigin("secret")
-	a, b := o.start(t), o.start(t)
+	o := testorigin.New("secret")
+	a, b := o.Start(t), o.Start(t)
 	cfg := testConfig(t, a.URL, b.URL)
 	cfg.Mix = Mix{OpGet: 1}
 	cfg.Clients = 16
 	if _, err := Run(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	hosts := map[string]bool{}
-	for c, hs := range o.clients {
+	for c, hs := range o.ClientTargets() {
 		if len(hs) != 1 {
 			t.Errorf("client %s used %d targets, want 1", c, len(hs))
 		}
@@ -271,8 +269,8 @@ func TestTargetsStickPerClient(t *testing.T) {
 // TestSetupNeedsToken: without the right token the setup cannot upload, and
 // says so instead of measuring nothing.
 func TestSetupNeedsToken(t *testing.T) {
-	o := newOrigin("secret")
-	srv := o.start(t)
+	o := testorigin.New("secret")
+	srv := o.Start(t)
 	cfg := testConfig(t, srv.URL)
 	cfg.Token = "wrong"
 	_, err := Run(context.Background(), cfg)
