@@ -1,0 +1,629 @@
+package cachefront
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+func TestPortAffinity(t *testing.T) {
+	a, b := newOrigin(t, "A"), newOrigin(t, "B")
+	_, urls := startFront(t, Config{}, a, b)
+	tests := []struct {
+		name   string
+		url    string
+		origin *testOrigin
+	}{
+		{"port 0 reaches A", urls[0], a},
+		{"port 1 reaches B", urls[1], b},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 3 {
+				r := get(t, tc.url+"/nothing-here")
+				if got := r.header.Get("X-Origin"); got != tc.origin.name {
+					t.Fatalf("X-Origin = %q, want %q", got, tc.origin.name)
+				}
+				if got := r.header.Get("X-Served-By"); got != tc.origin.addr {
+					t.Fatalf("X-Served-By = %q, want %q", got, tc.origin.addr)
+				}
+			}
+			if h := tc.origin.lastHeader("/nothing-here"); h.Get("X-Forwarded-For") != "127.0.0.1" || h.Get("X-Forwarded-Proto") != "http" {
+				t.Fatalf("forwarded headers at origin: XFF %q XFP %q", h.Get("X-Forwarded-For"), h.Get("X-Forwarded-Proto"))
+			}
+		})
+	}
+}
+
+func TestFailover(t *testing.T) {
+	a, b := newOrigin(t, "A"), newOrigin(t, "B")
+	f, urls := startFront(t, Config{}, a, b)
+	servedBy := func() string { return get(t, urls[0]+"/pass").header.Get("X-Origin") }
+	if got := servedBy(); got != "A" {
+		t.Fatalf("before: served by %q, want A", got)
+	}
+
+	// Connection refused: the very next request goes to B.
+	a.srv.Close()
+	if got := servedBy(); got != "B" {
+		t.Fatalf("A down: served by %q, want B", got)
+	}
+	if got := counterValue(f.m.failover); got < 1 {
+		t.Fatalf("failovers_total = %v, want >= 1", got)
+	}
+	// Back: the health check returns port 0 to A.
+	a.restart()
+	eventually(t, 3*time.Second, "port 0 back on A", func() bool { return servedBy() == "A" })
+
+	// Failing its health check (but accepting connections) also moves
+	// traffic away, and back when healthy.
+	a.unhealthy.Store(true)
+	eventually(t, 3*time.Second, "port 0 on B while A unhealthy", func() bool { return servedBy() == "B" })
+	a.unhealthy.Store(false)
+	eventually(t, 3*time.Second, "port 0 back on A", func() bool { return servedBy() == "A" })
+
+	// Nothing reachable at all: 502 with a JSON body.
+	a.srv.Close()
+	b.srv.Close()
+	r := get(t, urls[0]+"/pass")
+	if r.status != http.StatusBadGateway || !strings.Contains(string(r.body), `"error"`) {
+		t.Fatalf("all down: %d %s, want 502 JSON", r.status, r.body)
+	}
+}
+
+func TestCollapsing(t *testing.T) {
+	o := newOrigin(t, "A")
+	release := make(chan struct{})
+	body := pattern(100<<10, 3)
+	o.handle("slow", func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Write(body)
+	})
+	f, urls := startFront(t, Config{}, o)
+
+	const n = 100
+	var wg sync.WaitGroup
+	results := make([]result, n)
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := testClient.Get(urls[0] + "/case/slow")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				errs <- err
+				return
+			}
+			results[i] = result{resp.StatusCode, resp.Header, b}
+		}()
+	}
+	eventually(t, 5*time.Second, "99 collapsed waiters", func() bool { return counterValue(f.m.collapsed) == n-1 })
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := o.count("/case/slow"); got != 1 {
+		t.Fatalf("origin requests = %d, want 1", got)
+	}
+	for i, r := range results {
+		if r.status != 200 || !bytes.Equal(r.body, body) {
+			t.Fatalf("client %d: status %d, %d bytes", i, r.status, len(r.body))
+		}
+	}
+}
+
+func TestCollapsedFetchOutlivesFirstClient(t *testing.T) {
+	o := newOrigin(t, "A")
+	release := make(chan struct{})
+	o.handle("slow", func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Write([]byte("worth the wait"))
+	})
+	f, urls := startFront(t, Config{WaitTimeout: 200 * time.Millisecond}, o)
+	// The first client gives up (its wait times out with 504)...
+	if r := get(t, urls[0]+"/case/slow"); r.status != http.StatusGatewayTimeout {
+		t.Fatalf("waiting client: %d, want 504", r.status)
+	}
+	// ...but the fetch goes on and fills the cache.
+	close(release)
+	eventually(t, 3*time.Second, "the detached fetch to finish", func() bool {
+		f.flightMu.Lock()
+		defer f.flightMu.Unlock()
+		return len(f.flights) == 0
+	})
+	settle(f)
+	r := get(t, urls[0]+"/case/slow")
+	if r.header.Get("X-Cache") != "HIT" || string(r.body) != "worth the wait" {
+		t.Fatalf("after: X-Cache %q body %q, want a HIT", r.header.Get("X-Cache"), r.body)
+	}
+	if got := o.count("/case/slow"); got != 1 {
+		t.Fatalf("origin requests = %d, want 1", got)
+	}
+}
+
+func TestUncacheableReleasesWaiters(t *testing.T) {
+	o := newOrigin(t, "A")
+	release := make(chan struct{})
+	var once sync.Once
+	o.handle("private", func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { <-release })
+		w.Header().Set("Cache-Control", "private")
+		fmt.Fprintf(w, "for %s", r.Header.Get("X-User"))
+	})
+	f, urls := startFront(t, Config{}, o)
+	const n = 10
+	var wg sync.WaitGroup
+	bodies := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bodies[i] = string(do(t, "GET", urls[0]+"/case/private", map[string]string{"X-User": fmt.Sprint(i)}).body)
+		}()
+	}
+	eventually(t, 5*time.Second, "waiters", func() bool { return counterValue(f.m.collapsed) == n-1 })
+	close(release)
+	wg.Wait()
+	if got := o.count("/case/private"); got != n {
+		t.Fatalf("origin requests = %d, want %d (each waiter asks itself)", got, n)
+	}
+	for i, b := range bodies {
+		if i == 0 {
+			continue // the leader's own X-User was not forwarded to the shared fetch
+		}
+		if b != fmt.Sprintf("for %d", i) {
+			t.Fatalf("client %d got %q: a private answer was shared", i, b)
+		}
+	}
+}
+
+func TestStorability(t *testing.T) {
+	o := newOrigin(t, "A")
+	f, urls := startFront(t, Config{}, o)
+	tests := []struct {
+		name   string
+		status int
+		header map[string]string
+		cached bool
+	}{
+		{"immutable", 200, map[string]string{"Cache-Control": "public, max-age=31536000, immutable"}, true},
+		{"max-age", 200, map[string]string{"Cache-Control": "max-age=60"}, true},
+		{"s-maxage", 200, map[string]string{"Cache-Control": "s-maxage=60"}, true},
+		{"expires", 200, map[string]string{"Expires": time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}, true},
+		{"vary accept-encoding", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "Accept-Encoding"}, true},
+		{"redirect with max-age", 302, map[string]string{"Cache-Control": "public, max-age=60", "Location": "/b/x"}, true},
+		{"no cache-control", 200, nil, false},
+		{"no-store", 200, map[string]string{"Cache-Control": "public, max-age=60, no-store"}, false},
+		{"private", 200, map[string]string{"Cache-Control": "private, max-age=60"}, false},
+		{"no-cache", 200, map[string]string{"Cache-Control": "no-cache, max-age=60"}, false},
+		{"set-cookie", 200, map[string]string{"Cache-Control": "public, max-age=60", "Set-Cookie": "a=b"}, false},
+		{"max-age=0", 200, map[string]string{"Cache-Control": "public, max-age=0"}, false},
+		{"bad max-age", 200, map[string]string{"Cache-Control": "max-age=soon"}, false},
+		{"expired", 200, map[string]string{"Expires": "Thu, 01 Jan 1970 00:00:00 GMT"}, false},
+		{"vary cookie", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "Cookie"}, false},
+		{"vary star", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "*"}, false},
+		{"content-encoding", 200, map[string]string{"Cache-Control": "public, max-age=60", "Content-Encoding": "gzip"}, false},
+		{"404", 404, map[string]string{"Cache-Control": "public, max-age=60"}, false},
+		{"500", 500, map[string]string{"Cache-Control": "public, max-age=60"}, false},
+		{"206", 206, map[string]string{"Cache-Control": "public, max-age=60", "Content-Range": "bytes 0-1/10"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(tc.name, " ", "-")
+			o.handle(name, func(w http.ResponseWriter, r *http.Request) {
+				for k, v := range tc.header {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(tc.status)
+				w.Write([]byte("body of " + name))
+			})
+			url := urls[0] + "/case/" + name
+			first := get(t, url)
+			if first.status != tc.status || first.header.Get("X-Cache") != "MISS" {
+				t.Fatalf("first: %d X-Cache %q, want %d MISS", first.status, first.header.Get("X-Cache"), tc.status)
+			}
+			settle(f)
+			second := get(t, url)
+			if second.status != tc.status || string(second.body) != string(first.body) {
+				t.Fatalf("second: %d %q, want %d %q", second.status, second.body, tc.status, first.body)
+			}
+			wantCache, wantCount := "MISS", 2
+			if tc.cached {
+				wantCache, wantCount = "HIT", 1
+			}
+			if got := second.header.Get("X-Cache"); got != wantCache {
+				t.Fatalf("second X-Cache = %q, want %q", got, wantCache)
+			}
+			if got := o.count("/case/" + name); got != wantCount {
+				t.Fatalf("origin requests = %d, want %d", got, wantCount)
+			}
+		})
+	}
+}
+
+func TestExpiryAndStaleIfError(t *testing.T) {
+	o := newOrigin(t, "A")
+	n := 0
+	o.handle("short", func(w http.ResponseWriter, r *http.Request) {
+		n++
+		w.Header().Set("Cache-Control", "public, max-age=1")
+		fmt.Fprintf(w, "version %d", n)
+	})
+	f, urls := startFront(t, Config{}, o)
+	url := urls[0] + "/case/short"
+	if r := get(t, url); string(r.body) != "version 1" {
+		t.Fatalf("first: %q", r.body)
+	}
+	settle(f)
+	if r := get(t, url); r.header.Get("X-Cache") != "HIT" || string(r.body) != "version 1" {
+		t.Fatalf("fresh: %s %q", r.header.Get("X-Cache"), r.body)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	r := get(t, url)
+	if r.header.Get("X-Cache") != "MISS" || string(r.body) != "version 2" {
+		t.Fatalf("after max-age: %s %q, want a MISS with version 2", r.header.Get("X-Cache"), r.body)
+	}
+	settle(f)
+	time.Sleep(1100 * time.Millisecond)
+
+	// Stale, and the origin answers 5xx: the stale copy is served.
+	o.failing.Store(true)
+	r = get(t, url)
+	if r.status != 200 || string(r.body) != "version 2" || r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("origin 5xx: %d %s %q, want the stale version 2", r.status, r.header.Get("X-Cache"), r.body)
+	}
+	if !strings.Contains(r.header.Get("Cache-Status"), "stale") {
+		t.Fatalf("Cache-Status %q does not say stale", r.header.Get("Cache-Status"))
+	}
+	// The origin is gone: still the stale copy; a key never cached gets 502.
+	o.srv.Close()
+	if r := get(t, url); r.status != 200 || string(r.body) != "version 2" {
+		t.Fatalf("origin down: %d %q, want the stale version 2", r.status, r.body)
+	}
+	r = get(t, urls[0]+"/case/never-seen")
+	if r.status != http.StatusBadGateway || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("uncached key with origin down: %d %s, want 502 JSON", r.status, r.header.Get("Content-Type"))
+	}
+	if got := counterValue(f.m.stale); got != 2 {
+		t.Fatalf("stale_served_total = %v, want 2", got)
+	}
+}
+
+func TestFromCache(t *testing.T) {
+	o := newOrigin(t, "A")
+	body := pattern(1000, 1)
+	hash := o.addBlob(body)
+	f, urls := startFront(t, Config{}, o)
+	url := urls[0] + "/b/" + hash
+
+	// A Range request on a miss fetches and stores the whole object.
+	r := do(t, "GET", url, map[string]string{"Range": "bytes=10-19"})
+	if r.status != 206 || !bytes.Equal(r.body, body[10:20]) || r.header.Get("Content-Range") != "bytes 10-19/1000" {
+		t.Fatalf("range on miss: %d %q %q", r.status, r.header.Get("Content-Range"), r.body)
+	}
+	if h := o.lastHeader("/b/" + hash); h.Get("Range") != "" {
+		t.Fatalf("origin saw Range %q; the fetch must be for the whole object", h.Get("Range"))
+	}
+	settle(f)
+	etag := `"` + hash + `"`
+	tests := []struct {
+		name       string
+		method     string
+		header     map[string]string
+		status     int
+		body       []byte
+		wantHeader map[string]string
+	}{
+		{"whole", "GET", nil, 200, body, map[string]string{"Content-Length": "1000", "ETag": etag, "Cache-Control": "public, max-age=31536000, immutable", "Content-Type": "application/octet-stream"}},
+		{"head", "HEAD", nil, 200, nil, map[string]string{"Content-Length": "1000", "ETag": etag}},
+		{"range", "GET", map[string]string{"Range": "bytes=0-9"}, 206, body[:10], map[string]string{"Content-Range": "bytes 0-9/1000", "Content-Length": "10"}},
+		{"open range", "GET", map[string]string{"Range": "bytes=990-"}, 206, body[990:], map[string]string{"Content-Range": "bytes 990-999/1000"}},
+		{"suffix range", "GET", map[string]string{"Range": "bytes=-5"}, 206, body[995:], map[string]string{"Content-Range": "bytes 995-999/1000"}},
+		{"range past end clipped", "GET", map[string]string{"Range": "bytes=998-5000"}, 206, body[998:], map[string]string{"Content-Range": "bytes 998-999/1000"}},
+		{"unsatisfiable", "GET", map[string]string{"Range": "bytes=1000-"}, 416, nil, map[string]string{"Content-Range": "bytes */1000"}},
+		{"malformed range ignored", "GET", map[string]string{"Range": "bytes=zz-"}, 200, body, nil},
+		{"multi range ignored", "GET", map[string]string{"Range": "bytes=0-1,5-6"}, 200, body, nil},
+		{"if-range mismatch", "GET", map[string]string{"Range": "bytes=0-9", "If-Range": `"other"`}, 200, body, nil},
+		{"if-range match", "GET", map[string]string{"Range": "bytes=0-9", "If-Range": etag}, 206, body[:10], nil},
+		{"if-none-match", "GET", map[string]string{"If-None-Match": etag}, 304, nil, map[string]string{"ETag": etag}},
+		{"if-none-match weak list", "GET", map[string]string{"If-None-Match": `"x", W/` + etag}, 304, nil, nil},
+		{"if-none-match star", "GET", map[string]string{"If-None-Match": "*"}, 304, nil, nil},
+		{"if-none-match other", "GET", map[string]string{"If-None-Match": `"x"`}, 200, body, nil},
+		{"head if-none-match", "HEAD", map[string]string{"If-None-Match": etag}, 304, nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, tc.method, url, tc.header)
+			if r.status != tc.status || !bytes.Equal(r.body, tc.body) {
+				t.Fatalf("got %d with %d bytes, want %d with %d bytes", r.status, len(r.body), tc.status, len(tc.body))
+			}
+			if r.header.Get("X-Cache") != "HIT" {
+				t.Fatalf("X-Cache = %q, want HIT", r.header.Get("X-Cache"))
+			}
+			if r.header.Get("Age") == "" {
+				t.Fatal("no Age")
+			}
+			for k, v := range tc.wantHeader {
+				if got := r.header.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+		})
+	}
+	if got := o.count("/b/" + hash); got != 1 {
+		t.Fatalf("origin requests = %d, want 1", got)
+	}
+}
+
+func TestMaxObjectStreamsThrough(t *testing.T) {
+	o := newOrigin(t, "A")
+	big := pattern(64<<10, 9)
+	hash := o.addBlob(big)
+	o.handle("chunked-big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		for i := 0; i < len(big); i += 1000 {
+			w.Write(big[i:min(i+1000, len(big))])
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		}
+	})
+	f, urls := startFront(t, Config{MaxObject: 16 << 10}, o)
+	for _, path := range []string{"/b/" + hash, "/case/chunked-big"} {
+		t.Run(path, func(t *testing.T) {
+			for i := range 2 {
+				r := get(t, urls[0]+path)
+				if r.status != 200 || !bytes.Equal(r.body, big) {
+					t.Fatalf("request %d: %d with %d bytes, want 200 with %d", i, r.status, len(r.body), len(big))
+				}
+				settle(f)
+			}
+			if got := o.count(strings.SplitN(path, "?", 2)[0]); got != 2 {
+				t.Fatalf("origin requests = %d, want 2 (not cached)", got)
+			}
+			// Range on an object too big to cache goes to the origin as is.
+			r := do(t, "GET", urls[0]+path, map[string]string{"Range": "bytes=100-199"})
+			if path[1] == 'b' && (r.status != 206 || !bytes.Equal(r.body, big[100:200])) {
+				t.Fatalf("range: %d %d bytes", r.status, len(r.body))
+			}
+		})
+	}
+}
+
+func TestPurge(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("takedown me"))
+	f, urls := startFront(t, Config{Admin: "127.0.0.1:0", Token: "secret"}, o)
+	admin := "http://" + f.AdminAddr()
+	for _, p := range []string{"/b/" + hash, "/b/" + hash + ".png"} {
+		get(t, urls[0]+p)
+	}
+	settle(f)
+	if r := get(t, urls[0]+"/b/"+hash+".png"); r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("before purge: %s", r.header.Get("X-Cache"))
+	}
+	tests := []struct {
+		name   string
+		method string
+		url    string
+		token  string
+		status int
+	}{
+		{"no token", "PURGE", admin + "/b/" + hash, "", 401},
+		{"wrong token", "PURGE", admin + "/b/" + hash, "nope", 401},
+		{"purge", "PURGE", admin + "/b/" + hash, "secret", 200},
+		{"post purge", "POST", admin + "/purge?hash=" + hash, "secret", 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{}
+			if tc.token != "" {
+				h["Authorization"] = "Bearer " + tc.token
+			}
+			if r := do(t, tc.method, tc.url, h); r.status != tc.status {
+				t.Fatalf("%s: %d %s, want %d", tc.name, r.status, r.body, tc.status)
+			}
+		})
+	}
+	for _, p := range []string{"/b/" + hash, "/b/" + hash + ".png"} {
+		if r := get(t, urls[0]+p); r.header.Get("X-Cache") != "MISS" {
+			t.Fatalf("%s after purge: X-Cache %q, want MISS", p, r.header.Get("X-Cache"))
+		}
+	}
+	settle(f)
+	if r := get(t, urls[0]+"/b/"+hash); r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("refetched after purge: X-Cache %q, want HIT", r.header.Get("X-Cache"))
+	}
+	m := get(t, admin+"/metrics")
+	for _, name := range []string{"immut_front_cache_hits_total", "immut_front_purges_total 2", "immut_front_backend_up{backend=", "immut_front_cache_budget_bytes", "immut_front_request_duration_seconds_bucket"} {
+		if !strings.Contains(string(m.body), name) {
+			t.Errorf("metrics lack %q", name)
+		}
+	}
+}
+
+func TestAuthorization(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("public blob"))
+	o.handle("plain", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write([]byte("plain"))
+	})
+	f, urls := startFront(t, Config{}, o)
+	get(t, urls[0]+"/b/"+hash)
+	get(t, urls[0]+"/case/plain")
+	settle(f)
+	auth := map[string]string{"Authorization": "Bearer x"}
+	if r := do(t, "GET", urls[0]+"/b/"+hash, auth); r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("public object with Authorization: %s, want HIT", r.header.Get("X-Cache"))
+	}
+	if r := do(t, "GET", urls[0]+"/case/plain", auth); r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("non-public object with Authorization: %s, want MISS", r.header.Get("X-Cache"))
+	}
+	if got := o.lastHeader("/case/plain").Get("Authorization"); got != "Bearer x" {
+		t.Fatalf("Authorization not forwarded: %q", got)
+	}
+}
+
+// TestUploadStreams proves that a request body reaches the origin while
+// the client is still sending it: the client sends its second half only
+// after the origin has received the first.
+func TestUploadStreams(t *testing.T) {
+	o := newOrigin(t, "A")
+	firstHalf := make(chan struct{})
+	const half = 4 << 20
+	o.handle("upload", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.CopyN(io.Discard, r.Body, half); err != nil {
+			jsonError(w, 400, err.Error())
+			return
+		}
+		close(firstHalf)
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n+half)
+	})
+	_, urls := startFront(t, Config{}, o)
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(make([]byte, half))
+		select {
+		case <-firstHalf:
+		case <-time.After(5 * time.Second):
+			pw.CloseWithError(fmt.Errorf("origin did not see the first half: the front buffers uploads"))
+			return
+		}
+		pw.Write(make([]byte, half))
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", urls[0]+"/case/upload", pr)
+	resp, err := testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != fmt.Sprint(2*half) {
+		t.Fatalf("upload: %d %q", resp.StatusCode, b)
+	}
+
+	// A real upload with a known length, through to the app-like origin.
+	body := pattern(1<<20, 5)
+	req, _ = http.NewRequest("POST", urls[0]+"/v1/blobs", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer secret")
+	resp, err = testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || !strings.Contains(string(b), `"size":1048576`) {
+		t.Fatalf("POST /v1/blobs: %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("hello"))
+	f, urls := startFront(t, Config{ReadTimeout: 300 * time.Millisecond}, o)
+	get(t, urls[0]+"/b/"+hash)
+	settle(f)
+	addr := f.Addrs()[0]
+
+	// A slow client that never finishes its header, held open meanwhile.
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.Write([]byte("GET /b/" + hash + " HTTP/1.1\r\nHost: x\r\n"))
+
+	tests := []struct {
+		name   string
+		header map[string]string
+		status int
+	}{
+		{"oversized header", map[string]string{"X-Big": strings.Repeat("a", 32<<10)}, 431},
+		{"malformed range", map[string]string{"Range": "bytes=--1"}, 200},
+		{"huge range numbers", map[string]string{"Range": "bytes=99999999999999999999999-"}, 200},
+		{"fine", nil, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, "GET", urls[0]+"/b/"+hash, tc.header)
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d", r.status, tc.status)
+			}
+		})
+	}
+	// The slow client is cut off by ReadTimeout.
+	slow.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadAll(slow); err != nil {
+		t.Fatalf("slow client not disconnected: %v", err)
+	}
+	if r := get(t, urls[0]+"/b/"+hash); r.status != 200 || string(r.body) != "hello" {
+		t.Fatalf("after: %d %q", r.status, r.body)
+	}
+}
+
+func TestShutdownIsGraceful(t *testing.T) {
+	o := newOrigin(t, "A")
+	o.handle("slowish", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		w.Write([]byte("done"))
+	})
+	f, urls := startFront(t, Config{}, o)
+	ch := make(chan result, 1)
+	go func() { ch <- get(t, urls[0]+"/case/slowish") }()
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-ch; r.status != 200 || string(r.body) != "done" {
+		t.Fatalf("in-flight request: %d %q", r.status, r.body)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no routes", Config{}},
+		{"admin without token", Config{Routes: []Route{{"127.0.0.1:0", "127.0.0.1:1"}}, Admin: "127.0.0.1:0"}},
+		{"empty backend", Config{Routes: []Route{{"127.0.0.1:0", ""}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(tc.cfg); err == nil {
+				t.Fatal("New accepted it")
+			}
+		})
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}

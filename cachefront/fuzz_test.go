@@ -1,0 +1,181 @@
+package cachefront
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseMap(t *testing.T) {
+	tests := []struct {
+		name string
+		spec string
+		want []Route
+		bad  bool
+	}{
+		{"bare ports", "8080=18081,8081=18082", []Route{{"127.0.0.1:8080", "127.0.0.1:18081"}, {"127.0.0.1:8081", "127.0.0.1:18082"}}, false},
+		{"full addresses", "0.0.0.0:80=10.0.0.2:18081", []Route{{"0.0.0.0:80", "10.0.0.2:18081"}}, false},
+		{"all interfaces", ":8080=127.0.0.1:18081", []Route{{":8080", "127.0.0.1:18081"}}, false},
+		{"http prefix and spaces", " 8080 = http://127.0.0.1:18081 ", []Route{{"127.0.0.1:8080", "127.0.0.1:18081"}}, false},
+		{"ipv6", "[::1]:8080=[::1]:18081", []Route{{"[::1]:8080", "[::1]:18081"}}, false},
+		{"empty", "", nil, true},
+		{"no equals", "8080", nil, true},
+		{"trailing comma", "8080=18081,", nil, true},
+		{"bad port", "80a=18081", nil, true},
+		{"port too big", "8080=70000", nil, true},
+		{"backend port 0", "8080=0", nil, true},
+		{"duplicate listener", "8080=1,8080=2", nil, true},
+		{"path in backend", "8080=127.0.0.1:1/x", nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseMap(tc.spec)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("ParseMap(%q) = %v, want an error", tc.spec, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("got %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func FuzzParseMap(f *testing.F) {
+	for _, s := range []string{"8080=18081", "8080=127.0.0.1:18081,8081=127.0.0.1:18082", ":0=[::1]:1", "a=b", "=,="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		routes, err := ParseMap(spec)
+		if err != nil {
+			return
+		}
+		if len(routes) == 0 {
+			t.Fatal("no error and no routes")
+		}
+		for _, r := range routes {
+			// Whatever was accepted must be re-parseable as host:port.
+			if _, err := ParseMap(r.Listen + "=" + r.Backend); err != nil && !strings.HasSuffix(r.Listen, ":0") {
+				t.Fatalf("accepted %+v, which does not parse again: %v", r, err)
+			}
+		}
+	})
+}
+
+func TestParseRange(t *testing.T) {
+	tests := []struct {
+		name       string
+		h          string
+		size       int64
+		start, end int64
+		kind       rangeKind
+	}{
+		{"first bytes", "bytes=0-9", 100, 0, 9, rangeOK},
+		{"open", "bytes=90-", 100, 90, 99, rangeOK},
+		{"suffix", "bytes=-10", 100, 90, 99, rangeOK},
+		{"suffix larger than body", "bytes=-1000", 100, 0, 99, rangeOK},
+		{"end clipped", "bytes=50-1000", 100, 50, 99, rangeOK},
+		{"case and spaces", "Bytes= 1 - 2 ", 100, 1, 2, rangeOK},
+		{"start past end", "bytes=100-", 100, 0, 0, rangeUnsatisfiable},
+		{"zero suffix", "bytes=-0", 100, 0, 0, rangeUnsatisfiable},
+		{"empty body", "bytes=0-", 0, 0, 0, rangeUnsatisfiable},
+		{"reversed", "bytes=9-1", 100, 0, 0, rangeIgnore},
+		{"multi", "bytes=0-1,3-4", 100, 0, 0, rangeIgnore},
+		{"other unit", "items=0-1", 100, 0, 0, rangeIgnore},
+		{"garbage", "bytes=a-b", 100, 0, 0, rangeIgnore},
+		{"no dash", "bytes=5", 100, 0, 0, rangeIgnore},
+		{"huge", "bytes=9999999999999999999999-", 100, 0, 0, rangeIgnore},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, e, k := parseRange([]byte(tc.h), tc.size)
+			if k != tc.kind || (k == rangeOK && (s != tc.start || e != tc.end)) {
+				t.Fatalf("parseRange(%q, %d) = %d, %d, %v; want %d, %d, %v", tc.h, tc.size, s, e, k, tc.start, tc.end, tc.kind)
+			}
+		})
+	}
+}
+
+func FuzzParseRange(f *testing.F) {
+	for _, s := range []string{"bytes=0-9", "bytes=-5", "bytes=5-", "bytes=0-1,2-3", "bytes=--1", "BYTES=1-1"} {
+		f.Add(s, int64(100))
+	}
+	f.Fuzz(func(t *testing.T, h string, size int64) {
+		if size < 0 {
+			size = -size
+		}
+		if size < 0 {
+			return
+		}
+		s, e, k := parseRange([]byte(h), size)
+		if k == rangeOK && !(0 <= s && s <= e && e < size) {
+			t.Fatalf("parseRange(%q, %d) = [%d, %d] outside the body", h, size, s, e)
+		}
+	})
+}
+
+func TestParseCacheControl(t *testing.T) {
+	tests := []struct {
+		name string
+		v    string
+		want cacheControl
+	}{
+		{"blob", "public, max-age=31536000, immutable", cacheControl{public: true, immutable: true, maxAge: 31536000, sMaxAge: -1}},
+		{"s-maxage quoted", `s-maxage="60"`, cacheControl{maxAge: -1, sMaxAge: 60}},
+		{"qualified private with comma", `private="Set-Cookie, X-A", max-age=5`, cacheControl{private: true, maxAge: 5, sMaxAge: -1}},
+		{"case", "No-Store, MAX-AGE=1", cacheControl{noStore: true, maxAge: 1, sMaxAge: -1}},
+		{"bad max-age", "max-age=-1", cacheControl{maxAge: 0, sMaxAge: -1, invalid: true}},
+		{"max-age without value", "max-age", cacheControl{maxAge: 0, sMaxAge: -1, invalid: true}},
+		{"overflow means very large", "max-age=99999999999999999999", cacheControl{maxAge: 1<<31 - 1, sMaxAge: -1}},
+		{"empty", "", cacheControl{maxAge: -1, sMaxAge: -1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parseCacheControl(tc.v); got != tc.want {
+				t.Fatalf("parseCacheControl(%q) = %+v, want %+v", tc.v, got, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzCacheControl(f *testing.F) {
+	for _, s := range []string{"public, max-age=31536000, immutable", `private="a,b"`, "s-maxage=0", `max-age="1`, "no-store,,"} {
+		f.Add(s, 200)
+	}
+	f.Fuzz(func(t *testing.T, v string, status int) {
+		cc := parseCacheControl(v)
+		h := http.Header{"Cache-Control": {v}}
+		ok, lifetime, _, _ := storable(status, h, time.Now())
+		if ok && (lifetime <= 0 || cc.noStore || cc.private || cc.invalid) {
+			t.Fatalf("storable(%d, %q) = true with lifetime %v and %+v", status, v, lifetime, cc)
+		}
+		if ok && status >= 400 {
+			t.Fatalf("error status %d storable", status)
+		}
+	})
+}
+
+func FuzzEtagMatch(f *testing.F) {
+	f.Add(`"a", W/"b"`, `"b"`)
+	f.Add("*", `"x"`)
+	f.Fuzz(func(t *testing.T, inm, etag string) {
+		m := etagMatch([]byte(inm), []byte(etag))
+		if strings.ContainsAny(etag, ", \t") {
+			return // not a valid entity-tag; matching it is not defined
+		}
+		if etag != "" && inm == etag && !m {
+			t.Fatalf("%q does not match itself", etag)
+		}
+	})
+}
