@@ -62,9 +62,10 @@ svg text { font-family: system-ui, sans-serif; font-size: 11px; fill: #333; }
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22"}
 
 type series struct {
-	name string
-	dash bool
-	x, y []float64
+	name  string
+	color string // "" picks the next colour of the palette
+	dash  bool
+	x, y  []float64
 }
 
 type tick struct {
@@ -81,7 +82,7 @@ type chart struct {
 }
 
 func latencyOverTime(r *Report) chart {
-	c := chart{title: "latency percentiles over time", xLabel: "seconds", yLabel: "latency", yFmt: fmtDur}
+	c := chart{title: "latency percentiles over time", xLabel: "seconds", yLabel: "latency", logY: true, yFmt: fmtDur}
 	get := []struct {
 		name string
 		f    func(IntervalOp) float64
@@ -122,7 +123,7 @@ func distribution(r *Report) chart {
 		}
 		c.xTicks = append(c.xTicks, tick{v: nines(p), label: label})
 	}
-	for _, o := range r.Ops {
+	for i, o := range r.Ops {
 		for _, kind := range []struct {
 			l    Latency
 			dash bool
@@ -131,7 +132,8 @@ func distribution(r *Report) chart {
 			if kind.l.Count == 0 {
 				continue
 			}
-			s := series{name: o.Op + kind.suf, dash: kind.dash}
+			// An operation's two lines share a colour; dashes tell them apart.
+			s := series{name: o.Op + kind.suf, dash: kind.dash, color: palette[i%len(palette)]}
 			for _, p := range kind.l.Distribution {
 				s.x = append(s.x, nines(p.P))
 				s.y = append(s.y, p.MS)
@@ -275,7 +277,10 @@ func (c chart) svg(id string) string {
 	fmt.Fprintf(&b, `<text x="14" y="%d" text-anchor="middle" transform="rotate(-90 14 %d)">%s</text>`+"\n", top+ph/2, top+ph/2, html.EscapeString(c.yLabel))
 
 	for i, s := range c.series {
-		color := palette[i%len(palette)]
+		color := s.color
+		if color == "" {
+			color = palette[i%len(palette)]
+		}
 		var pts []string
 		for k := range s.x {
 			if c.logY && s.y[k] <= 0 {

@@ -278,3 +278,29 @@ func TestSetupNeedsToken(t *testing.T) {
 		t.Fatalf("err = %v, want a setup error naming status 401", err)
 	}
 }
+
+// TestWarmupAndRamp: warmup requests are sent but not reported, and a ramp
+// from 100/s to 300/s over 1 s schedules about their mean, 200.
+func TestWarmupAndRamp(t *testing.T) {
+	o := testorigin.New("secret")
+	srv := o.Start(t)
+	cfg := testConfig(t, srv.URL)
+	cfg.Rate, cfg.RampTo = 100, 300
+	cfg.Warmup = 500 * time.Millisecond
+	cfg.Mix = Mix{OpGet: 1}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Intended < 185 || rep.Intended > 215 {
+		t.Errorf("intended = %d, want about 200 for a 100→300/s ramp over 1s", rep.Intended)
+	}
+	warm := int64(o.Count("GET /b")) - rep.Ops[OpGet].Requests
+	if warm < 45 || warm > 55 {
+		t.Errorf("server saw %d more GETs than reported, want the ~50 of the warmup", warm)
+	}
+	first, last := rep.Intervals[0], rep.Intervals[len(rep.Intervals)-1]
+	if !(first.TargetRate < last.TargetRate) || last.TargetRate < 280 {
+		t.Errorf("target rate %v → %v, want it to climb to 300", first.TargetRate, last.TargetRate)
+	}
+}

@@ -50,14 +50,19 @@ func New(token string) *Origin {
 	return &Origin{token: token, blobs: map[string][]byte{}, names: map[string]string{}, seen: map[string]bool{}, counts: map[string]int{}, clients: map[string]map[string]bool{}}
 }
 
-// Start serves o on 127.0.0.1 for the test's lifetime.
-func (o *Origin) Start(t testing.TB) *httptest.Server {
-	t.Helper()
+// Handler serves the origin's API.
+func (o *Origin) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/blobs", o.put)
 	mux.HandleFunc("PUT /v1/images/{name}", o.put)
 	mux.HandleFunc("GET /b/{hash}", o.get) // GET patterns also match HEAD
-	srv := httptest.NewUnstartedServer(mux)
+	return mux
+}
+
+// Start serves o on 127.0.0.1 for the test's lifetime.
+func (o *Origin) Start(t testing.TB) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(o.Handler())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
