@@ -16,4 +16,7 @@ var (
 	ErrSchemaTooNew   = errors.New("database schema is newer than this binary")
 	ErrSchemaPending  = errors.New("database schema has pending migrations")
 	ErrCorrupt        = errors.New("stored blob is corrupt")
+	// ErrUploadRead wraps a failure to read the upload stream itself
+	// (client disconnect, truncated body): the client's fault, not the store's.
+	ErrUploadRead = errors.New("reading upload")
 )

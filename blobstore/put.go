@@ -133,7 +133,7 @@ func (c *chunkSource) Next() bool {
 	} else if err != nil {
 		// Any other error, io.ErrUnexpectedEOF from a cut-off request
 		// body included, fails the upload.
-		c.err = fmt.Errorf("reading upload: %w", err)
+		c.err = fmt.Errorf("%w: %w", ErrUploadRead, err)
 		return false
 	}
 	if n == 0 {

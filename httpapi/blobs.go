@@ -1,0 +1,177 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/immut/immut/blobstore"
+)
+
+const immutableCache = "public, max-age=31536000, immutable"
+
+// sandboxCSP is sent with every blob that is not an image served inline, so
+// that an uploaded HTML or SVG file can run nothing on this origin.
+const sandboxCSP = "default-src 'none'; sandbox"
+
+// auth requires the write token: Authorization: Bearer <token>.
+func (s *Server) auth(h handlerFunc) handlerFunc {
+	want := sha256.Sum256([]byte(s.cfg.Token))
+	return func(w http.ResponseWriter, r *http.Request) error {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// Compare digests: constant time whatever the length of the guess.
+		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			return errorf(http.StatusUnauthorized, "a valid write token is required (Authorization: Bearer <token>)")
+		}
+		return h(w, r)
+	}
+}
+
+// uploadBody checks the declared length and caps the body, so an oversized
+// upload is refused before it is read and an undeclared one while it is.
+func (s *Server) uploadBody(w http.ResponseWriter, r *http.Request) (io.Reader, error) {
+	max := s.store.MaxBlobSize()
+	if r.ContentLength > max {
+		return nil, fmt.Errorf("%w: %d bytes declared, at most %d", blobstore.ErrTooLarge, r.ContentLength, max)
+	}
+	return http.MaxBytesReader(w, r.Body, max+1), nil
+}
+
+func (s *Server) postBlob(w http.ResponseWriter, r *http.Request) error {
+	return s.upload(w, r, blobstore.PutOptions{})
+}
+
+func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) error {
+	h, err := blobstore.ParseHash(mux.Vars(r)["hash"])
+	if err != nil {
+		return err
+	}
+	return s.upload(w, r, blobstore.PutOptions{Expected: &h})
+}
+
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, opt blobstore.PutOptions) error {
+	body, err := s.uploadBody(w, r)
+	if err != nil {
+		return err
+	}
+	b, created, err := s.store.Put(r.Context(), body, opt)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	w.Header().Set("Location", blobURL(b.Hash))
+	return writeJSON(w, status, blobView(b))
+}
+
+// parseBlobPath reads "<hash>" or "<hash>.<ext>" from /b/{hash}. The
+// extension is cosmetic (for tools that want one); the type comes from the bytes.
+func parseBlobPath(seg string) (blobstore.Hash, error) {
+	raw, err := url.PathUnescape(seg)
+	if err != nil {
+		return blobstore.Hash{}, fmt.Errorf("%w: %v", blobstore.ErrBadHash, err)
+	}
+	hash, ext, hasExt := strings.Cut(raw, ".")
+	if hasExt {
+		if len(ext) == 0 || len(ext) > 10 {
+			return blobstore.Hash{}, fmt.Errorf("%w: bad extension", blobstore.ErrBadHash)
+		}
+		for _, c := range ext {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+				return blobstore.Hash{}, fmt.Errorf("%w: bad extension", blobstore.ErrBadHash)
+			}
+		}
+	}
+	return blobstore.ParseHash(hash)
+}
+
+func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
+	h, err := parseBlobPath(mux.Vars(r)["hash"])
+	if err != nil {
+		return err
+	}
+	rd, err := s.store.Open(r.Context(), h)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	b := rd.Blob()
+	etag := `"` + h.String() + `"`
+	hdr := w.Header()
+	hdr.Set("ETag", etag)
+	hdr.Set("Cache-Control", immutableCache)
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Accept-Ranges", "bytes")
+	hdr.Set("Last-Modified", b.CreatedAt.UTC().Format(http.TimeFormat))
+	if !b.IsImage() {
+		hdr.Set("Content-Disposition", `attachment; filename="`+h.String()+`"`)
+		hdr.Set("Content-Security-Policy", sandboxCSP)
+	}
+	if etagMatches(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	hdr.Set("Content-Type", b.ContentType)
+
+	start, length := int64(0), b.Size
+	status := http.StatusOK
+	if rng := r.Header.Get("Range"); rng != "" && ifRangeAllows(r.Header.Get("If-Range"), etag) {
+		br, err := ParseRange(rng, b.Size)
+		switch {
+		case err == errUnsatisfiable:
+			hdr.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
+			hdr.Del("Cache-Control")
+			return errorf(http.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, b.Size)
+		case err == nil:
+			start, length, status = br.Start, br.Length, http.StatusPartialContent
+			hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", br.Start, br.Start+br.Length-1, b.Size))
+		}
+		// A malformed or multi-range header is ignored: the whole blob
+		// is a correct answer (RFC 9110 §14.2).
+	}
+	hdr.Set("Content-Length", strconv.FormatInt(length, 10))
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead || length == 0 {
+		return nil
+	}
+	rd.ReadAheadLimit(start + length)
+	if _, err := rd.Seek(start, io.SeekStart); err != nil {
+		return err
+	}
+	buf := make([]byte, 32<<10)
+	if _, err := io.CopyBuffer(w, io.LimitReader(rd, length), buf); err != nil {
+		return fmt.Errorf("streaming blob %s: %w", h, err)
+	}
+	return nil
+}
+
+// etagMatches implements the weak comparison of If-None-Match.
+func etagMatches(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// ifRangeAllows reports whether a Range header may be honoured given If-Range:
+// only with no If-Range, or a strong ETag match (a date never matches an
+// ETag-only resource reliably, so it falls back to the whole blob).
+func ifRangeAllows(ifRange, etag string) bool {
+	return ifRange == "" || ifRange == etag
+}

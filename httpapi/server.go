@@ -1,0 +1,253 @@
+// Package httpapi owns immut's HTTP interface on the app tier: the upload and
+// URL API, blob serving with immutable caching headers, the monitoring views
+// operators read during an incident, Prometheus metrics, and health checks.
+// Handlers return errors; one adapter turns them into status codes and JSON
+// bodies that are never cached.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/immut/immut/blobstore"
+)
+
+// Config configures the API. Zero values are the documented defaults.
+type Config struct {
+	// Store is the blob store. Required.
+	Store *blobstore.Store
+	// Token is the bearer token that writes must present. Required: an
+	// empty token is refused rather than leaving writes open.
+	Token string
+	// Version is the binary's version, shown by /monitor/version.
+	Version string
+	// Hostname is shown by /monitor/hostname. Empty: os.Hostname().
+	Hostname string
+	// Worker is this app process's index behind the front tier, shown by
+	// /monitor/hostname. Negative: not a worker of a supervisor.
+	Worker int
+	// RedirectMaxAge is the Cache-Control max-age of /i/{name} redirects.
+	// Zero: 60s.
+	RedirectMaxAge time.Duration
+	// Replication, when set, answers /monitor/replication with a line that
+	// starts with ServiceOK or ServiceKO.
+	Replication func(ctx context.Context) (ok bool, line string)
+	// Registry receives the API's metrics and is served on /metrics.
+	// Nil: a new registry.
+	Registry *prometheus.Registry
+	// Logger receives request errors. Nil: discarded.
+	Logger *slog.Logger
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	cfg      Config
+	store    *blobstore.Store
+	log      *slog.Logger
+	router   *mux.Router
+	metrics  *metrics
+	draining atomic.Bool
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns the API handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("httpapi: no store")
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("httpapi: no write token; refusing to serve writes without one")
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.RedirectMaxAge == 0 {
+		cfg.RedirectMaxAge = 60 * time.Second
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	m, err := newMetrics(cfg.Registry, cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.router.ServeHTTP(w, r)
+}
+
+// Drain makes /readyz fail, so that a front tier or load balancer stops
+// sending new requests before the process shuts down.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// HTTPServer wraps the handler in an http.Server with the timeouts and limits
+// a public listener needs. Read and write deadlines are not set: uploads and
+// downloads of large blobs over slow links take as long as they take, and
+// stream with bounded memory.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+func (s *Server) routes() {
+	r := mux.NewRouter()
+	// Keep "..", "%2F" and friends as sent, so that names are validated
+	// (and refused with 400) rather than silently rewritten or redirected.
+	r.SkipClean(true)
+	r.UseEncodedPath()
+	r.Use(s.metrics.middleware)
+	handle := func(name, path string, h handlerFunc, methods ...string) {
+		r.Handle(path, s.adapt(h)).Methods(methods...).Name(name)
+	}
+	handle("upload", "/v1/blobs", s.auth(s.postBlob), http.MethodPost)
+	handle("upload_hash", "/v1/blobs/{hash}", s.auth(s.putBlob), http.MethodPut)
+	handle("blob", "/b/{hash}", s.getBlob, http.MethodGet, http.MethodHead)
+	handle("image_put", "/v1/images/{name:.*}", s.auth(s.putImage), http.MethodPut)
+	handle("image_get", "/v1/images/{name:.*}", s.getImage, http.MethodGet, http.MethodHead)
+	handle("image_delete", "/v1/images/{name:.*}", s.auth(s.deleteImage), http.MethodDelete)
+	handle("redirect", "/i/{name:.*}", s.redirect, http.MethodGet, http.MethodHead)
+	handle("monitor_pool", "/monitor/pool", s.monitorPool, http.MethodGet)
+	handle("monitor_db", "/monitor/db", s.monitorDB, http.MethodGet)
+	handle("monitor_version", "/monitor/version", s.monitorVersion, http.MethodGet)
+	handle("monitor_hostname", "/monitor/hostname", s.monitorHostname, http.MethodGet)
+	handle("monitor_replication", "/monitor/replication", s.monitorReplication, http.MethodGet)
+	handle("healthz", "/healthz", s.healthz, http.MethodGet, http.MethodHead)
+	handle("readyz", "/readyz", s.readyz, http.MethodGet, http.MethodHead)
+	r.Handle("/metrics", s.metrics.handler(s.cfg.Registry)).Methods(http.MethodGet).Name("metrics")
+	r.NotFoundHandler = s.metrics.wrapUnrouted(s.adapt(func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+	}))
+	r.MethodNotAllowedHandler = s.metrics.wrapUnrouted(s.adapt(func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path)
+	}))
+	s.router = r
+}
+
+// handlerFunc is a handler that returns its error instead of writing it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// httpError is an error with the status code and message the client sees.
+type httpError struct {
+	status int
+	msg    string
+	err    error
+}
+
+func (e *httpError) Error() string {
+	if e.err != nil {
+		return fmt.Sprintf("%s: %v", e.msg, e.err)
+	}
+	return e.msg
+}
+
+func (e *httpError) Unwrap() error { return e.err }
+
+func errorf(status int, format string, args ...any) error {
+	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps an error to the status code and the message the client
+// sees. This is the one place where domain errors become HTTP.
+func statusOf(err error) (int, string) {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.status, he.msg
+	}
+	switch {
+	case errors.Is(err, blobstore.ErrBadHash), errors.Is(err, blobstore.ErrBadName):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, blobstore.ErrDigestMismatch):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, blobstore.ErrNotFound):
+		return http.StatusNotFound, "not found"
+	case errors.Is(err, blobstore.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.Is(err, blobstore.ErrNotImage):
+		return http.StatusUnsupportedMediaType, blobstore.ErrNotImage.Error()
+	case errors.Is(err, blobstore.ErrTooManyPixels):
+		return http.StatusUnprocessableEntity, err.Error()
+	case errors.Is(err, blobstore.ErrConflict):
+		return http.StatusPreconditionFailed, err.Error()
+	case errors.Is(err, blobstore.ErrUploadRead):
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return http.StatusRequestEntityTooLarge, err.Error()
+		}
+		return http.StatusBadRequest, "could not read the request body (client disconnected or body truncated)"
+	case errors.Is(err, blobstore.ErrSchemaTooNew), errors.Is(err, blobstore.ErrSchemaPending):
+		return http.StatusServiceUnavailable, err.Error()
+	case errors.Is(err, context.Canceled):
+		return 499, "client closed request"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "timed out"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+// adapt turns a handlerFunc into an http.Handler that writes errors as JSON
+// with Cache-Control: no-store, so no cache ever keeps an error.
+func (s *Server) adapt(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		status, msg := statusOf(err)
+		if status >= 500 && status != http.StatusServiceUnavailable {
+			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		} else {
+			s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		}
+		if ww, ok := w.(*recorder); ok && ww.wroteHeader {
+			// The body is under way: the only honest signal left is to
+			// break the connection, so the client sees a truncated
+			// response instead of a short one under 200.
+			panic(http.ErrAbortHandler)
+		}
+		writeError(w, status, msg)
+	})
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	for _, k := range []string{"ETag", "Content-Disposition", "Accept-Ranges", "Last-Modified", "Content-Length"} {
+		h.Del(k)
+	}
+	if status != http.StatusRequestedRangeNotSatisfiable {
+		h.Del("Content-Range")
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="immut"`)
+	}
+	w.WriteHeader(status)
+	writeJSONBody(w, map[string]string{"error": msg})
+}
