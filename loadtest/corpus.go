@@ -107,7 +107,7 @@ type imageSpec struct {
 }
 
 // pickSpec chooses the size class and format of one image: sizes by weight,
-// PNG for about a third (screenshots, graphics), JPEG for the rest (photos).
+// then PNG for half of the small images and a tenth of the large ones.
 func pickSpec(rng *rand.Rand, sizes []SizeClass) imageSpec {
 	total := 0
 	for _, c := range sizes {
@@ -122,8 +122,12 @@ func pickSpec(rng *rand.Rand, sizes []SizeClass) imageSpec {
 		}
 		n -= c.Weight
 	}
+	// Small images are often graphics (PNG); large ones are mostly photos
+	// (JPEG). A large noisy PNG is ten times a JPEG's size, so this split
+	// also decides the mean bytes per read.
 	f := formatJPEG
-	if rng.IntN(3) == 0 {
+	small := sc.W*sc.H <= 320*240
+	if small && rng.IntN(2) == 0 || !small && rng.IntN(10) == 0 {
 		f = formatPNG
 	}
 	return imageSpec{w: sc.W, h: sc.H, format: f}

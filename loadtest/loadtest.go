@@ -76,7 +76,8 @@ type Config struct {
 
 	// Token is the bearer token for writes (POST /v1/blobs, PUT /v1/images).
 	Token string
-	// Timeout bounds each HTTP request, body included; 0 means 10s.
+	// Timeout bounds each HTTP request, body included; 0 means 10s. An edit
+	// is two requests (the PUT, then the GET of the new URL), each bounded.
 	Timeout time.Duration
 	// Interval is the period of progress reports and of the report's
 	// timeline; 0 means 1s.
@@ -138,16 +139,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Sizes == nil {
 		cfg.Sizes = DefaultSizes
 	}
-	if total := 0; true {
-		for _, c := range cfg.Sizes {
-			if c.W < 1 || c.H < 1 || c.W*c.H > maxPixels || c.Weight < 0 {
-				return cfg, fmt.Errorf("size class %dx%d=%d: out of range", c.W, c.H, c.Weight)
-			}
-			total += c.Weight
+	sizeWeight := 0
+	for _, c := range cfg.Sizes {
+		if c.W < 1 || c.H < 1 || c.W*c.H > maxPixels || c.Weight < 0 {
+			return cfg, fmt.Errorf("size class %dx%d=%d: out of range", c.W, c.H, c.Weight)
 		}
-		if total == 0 {
-			return cfg, errors.New("sizes: no size class has a positive weight")
-		}
+		sizeWeight += c.Weight
+	}
+	if sizeWeight == 0 {
+		return cfg, errors.New("sizes: no size class has a positive weight")
 	}
 	if cfg.Mix == (Mix{}) {
 		cfg.Mix = DefaultMix
