@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -19,6 +20,11 @@ func (f *Front) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	// Profiles, for finding where the time goes under load; token-protected
+	// like purge because they reveal internals and cost CPU.
+	mux.HandleFunc("GET /debug/pprof/", f.withToken(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/profile", f.withToken(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/trace", f.withToken(pprof.Trace))
 	purge := func(w http.ResponseWriter, r *http.Request, path string) {
 		if !f.authorized(r) {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "purge needs Authorization: Bearer <token>"})
@@ -45,6 +51,16 @@ func (f *Front) adminHandler() http.Handler {
 		purge(w, r, p)
 	})
 	return mux
+}
+
+func (f *Front) withToken(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !f.authorized(r) {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "needs Authorization: Bearer <token>"})
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (f *Front) authorized(r *http.Request) bool {
