@@ -288,7 +288,8 @@ func opStats(name string, o *opRec, seconds float64) OpStats {
 		s.ErrorTotal += e.Count
 	}
 	if seconds > 0 {
-		s.Rate = float64(o.requests) / seconds
+		// Drops were scheduled but never sent: they are not throughput.
+		s.Rate = float64(o.requests-o.errors[kindDropped]) / seconds
 	}
 	return s
 }

@@ -53,7 +53,7 @@ type OpStats struct {
 	OK            int64        `json:"ok"`
 	ErrorTotal    int64        `json:"error_total"`
 	Errors        []ErrorCount `json:"errors,omitempty"`
-	Rate          float64      `json:"rate"`    // requests per second of the measured phase
+	Rate          float64      `json:"rate"`    // requests sent (drops excluded) per second of the measured phase
 	Latency       Latency      `json:"latency"` // from the intended start: coordinated omission corrected
 	Service       Latency      `json:"service"` // from the actual send
 	Hits          int64        `json:"hits"`    // X-Cache: HIT
@@ -298,7 +298,7 @@ func WriteText(w io.Writer, r *Report) error {
 	if r.Seconds > 0 {
 		target = float64(r.Intended) / r.Seconds
 	}
-	fmt.Fprintf(&b, "throughput: %s achieved, %s scheduled\n", fmtRate(a.Rate), fmtRate(target))
+	fmt.Fprintf(&b, "throughput: %s sent, %s scheduled\n", fmtRate(a.Rate), fmtRate(target))
 
 	table := func(title string, pick func(OpStats) Latency) {
 		fmt.Fprintf(&b, "\n%s\n", title)

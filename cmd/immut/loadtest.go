@@ -18,8 +18,8 @@ func init() {
 	commands["loadtest"] = command{summary: "open-loop load test of a running deployment, with text, JSON and HTML reports", run: runLoadtest}
 }
 
-// exitError carries an exit status chosen by the command (main.go checks for
-// ExitCode).
+// exitError carries an exit status chosen by a command (main.go checks for
+// ExitCode). Other commands (migrate, verify) use it too.
 type exitError struct {
 	code int
 	msg  string
