@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -92,8 +93,30 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.Pool().Ping(ctx); err != nil {
 		return writeLine(w, http.StatusServiceUnavailable, "database unreachable: %v", err)
 	}
-	if err := blobstore.CheckSchema(ctx, s.store.Pool()); err != nil {
+	// A schema newer than the binary keeps a running process ready: during an
+	// upgrade the migration runs first and the old processes keep serving
+	// until the rolling restart replaces them (/monitor/version shows the
+	// mismatch meanwhile). A schema behind the binary is not ready.
+	err := blobstore.CheckSchema(ctx, s.store.Pool())
+	if err != nil && !errors.Is(err, blobstore.ErrSchemaTooNew) {
 		return writeLine(w, http.StatusServiceUnavailable, "%v", err)
 	}
 	return writeLine(w, http.StatusOK, "ready")
+}
+
+// index tells a person who opens the server's URL what it is and how to use it.
+func (s *Server) index(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	fmt.Fprintf(w, `immut %s: a content-addressed image and blob store.
+
+  POST /v1/blobs               upload raw bytes (Authorization: Bearer <token>)
+  PUT  /v1/blobs/{hash}        upload bytes that must hash to {hash}
+  GET  /b/{hash}               the bytes, cacheable forever
+  PUT  /v1/images/{name}       upload an image and point {name} at it (If-Match for compare-and-swap)
+  GET  /v1/images/{name}       a name, its image and its history
+  GET  /i/{name}               redirect to the image {name} points at now
+  GET  /monitor/{pool,db,version,hostname,replication}, /metrics, /healthz, /readyz
+`, s.cfg.Version)
+	return nil
 }

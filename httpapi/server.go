@@ -137,6 +137,7 @@ func (s *Server) routes() {
 	handle("monitor_version", "/monitor/version", s.monitorVersion, http.MethodGet)
 	handle("monitor_hostname", "/monitor/hostname", s.monitorHostname, http.MethodGet)
 	handle("monitor_replication", "/monitor/replication", s.monitorReplication, http.MethodGet)
+	handle("index", "/", s.index, http.MethodGet, http.MethodHead)
 	handle("healthz", "/healthz", s.healthz, http.MethodGet, http.MethodHead)
 	handle("readyz", "/readyz", s.readyz, http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", s.metrics.handler(s.cfg.Registry)).Methods(http.MethodGet).Name("metrics")
