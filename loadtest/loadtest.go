@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,8 @@ type Config struct {
 // withDefaults returns cfg with zero fields replaced by their defaults, or an
 // error for values no run can use.
 func (cfg Config) withDefaults() (Config, error) {
+	// A copy, so normalising the URLs never writes to the caller's slice.
+	cfg.Targets = slices.Clone(cfg.Targets)
 	if len(cfg.Targets) == 0 {
 		cfg.Targets = []string{"http://127.0.0.1:8080"}
 	}
@@ -286,6 +289,7 @@ type runner struct {
 // Errors are returned for a configuration that cannot run and for a setup
 // phase that cannot upload its corpus.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	ownClient := cfg.Client == nil
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("loadtest config: %w", err)
@@ -301,6 +305,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.clientTarget[c] = int(h.Sum32() % uint32(len(cfg.Targets)))
 	}
 
+	if ownClient {
+		// The connections are this run's: close them when it ends rather
+		// than leave them to the idle timeout.
+		defer cfg.Client.CloseIdleConnections()
+	}
 	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
