@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/immut/immut/internal/pgcluster/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	binDir    string
+)
+
+// immutBinary builds the immut binary once per test run, for tests that
+// drive it as a user would: as a separate process with signals.
+func immutBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "immut-bin-")
+		if buildErr != nil {
+			return
+		}
+		os.Chmod(binDir, 0o755)
+		binPath = filepath.Join(binDir, "immut")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building immut: %v", buildErr)
+	}
+	return binPath
+}
+
+// runCLI runs the command in-process and returns its exit code and output.
+func runCLI(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// upProcess is a running `immut up`.
+type upProcess struct {
+	cmd    *exec.Cmd
+	url    string
+	token  string
+	stderr *bytes.Buffer
+}
+
+func startUp(t *testing.T, dataDir string, extra ...string) *upProcess {
+	t.Helper()
+	cmd := exec.Command(immutBinary(t), append([]string{"up", "--data", dataDir, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)...)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &upProcess{cmd: cmd, stderr: &stderr}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(60 * time.Second)
+	for p.url == "" || p.token == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				cmd.Wait()
+				t.Fatalf("immut up exited before it was up: %s", stderr.String())
+			}
+			f := strings.Fields(l)
+			if len(f) >= 2 && f[0] == "url" {
+				p.url = strings.TrimRight(f[1], "/")
+			}
+			if len(f) >= 2 && f[0] == "token" {
+				p.token = f[1]
+			}
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatalf("immut up not up within 60s: %s", stderr.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return p
+}
+
+// stop sends SIGINT and waits for a clean exit.
+func (p *upProcess) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("immut up exited with %v: %s", err, p.stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		p.cmd.Process.Kill()
+		t.Fatal("immut up did not stop within 60s of SIGINT")
+	}
+}
+
+// postmasterPid reads the running postmaster's pid from its pid file.
+func postmasterPid(t *testing.T, pgDir string) int {
+	b, err := os.ReadFile(filepath.Join(pgDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	var pid int
+	for _, c := range strings.SplitN(string(b), "\n", 2)[0] {
+		pid = pid*10 + int(c-'0')
+	}
+	return pid
+}
+
+func TestUpServesAndRestartKeepsBlobs(t *testing.T) {
+	data := filepath.Join(pgtest.TempDir(t), "data")
+	up := startUp(t, data)
+	pgPid := postmasterPid(t, filepath.Join(data, "pg"))
+	if pgPid == 0 {
+		t.Fatal("no postmaster.pid while up")
+	}
+	if st, err := os.Stat(filepath.Join(data, "token")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", st, err)
+	}
+
+	file := filepath.Join(t.TempDir(), "photo.bin")
+	content := bytes.Repeat([]byte("immutable bytes "), 40_000)
+	os.WriteFile(file, content, 0o644)
+	code, out, errs := runCLI("put", file, "--server", up.url, "--token", up.token)
+	if code != 0 {
+		t.Fatalf("put: %d %s", code, errs)
+	}
+	url := strings.TrimSpace(out)
+	hash := url[strings.LastIndex(url, "/")+1:]
+	if !strings.HasPrefix(url, up.url+"/b/") || len(hash) != 64 {
+		t.Fatalf("put printed %q", out)
+	}
+	// Writes need the token.
+	if code, _, errs := runCLI("put", file, "--server", up.url, "--token", "wrong"); code == 0 || !strings.Contains(errs, "401") {
+		t.Fatalf("put with a wrong token: %d %s", code, errs)
+	}
+	up.stop(t)
+	if syscall.Kill(pgPid, 0) == nil {
+		t.Fatalf("postmaster %d survived SIGINT of immut up", pgPid)
+	}
+
+	// Restart on the same data: same token, same blob.
+	up2 := startUp(t, data)
+	defer up2.stop(t)
+	if up2.token != up.token {
+		t.Errorf("token changed across restarts")
+	}
+	got := filepath.Join(t.TempDir(), "got.bin")
+	if code, _, errs := runCLI("get", hash, "--server", up2.url, "-o", got); code != 0 {
+		t.Fatalf("get after restart: %d %s", code, errs)
+	}
+	if b, _ := os.ReadFile(got); !bytes.Equal(b, content) {
+		t.Fatal("blob changed across restarts")
+	}
+}
+
+func TestMigrateCheckAndServeRefusals(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	if code, out, _ := runCLI("migrate", "--check", "--dsn", dsn); code != 3 || !strings.Contains(out, "pending 0001_init") {
+		t.Fatalf("migrate --check on an empty database: %d %q", code, out)
+	}
+	// serve refuses a database with pending migrations, then a newer one.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := runServe(ctx, []string{"--dsn", dsn, "--token", "t", "--listen", "127.0.0.1:0"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "immut migrate") {
+		t.Fatalf("serve on an unmigrated database: %v", err)
+	}
+	if code, out, errs := runCLI("migrate", "--dsn", dsn); code != 0 || !strings.Contains(out, "applied 0001_init") {
+		t.Fatalf("migrate: %d %q %q", code, out, errs)
+	}
+	if code, _, _ := runCLI("migrate", "--check", "--dsn", dsn); code != 0 {
+		t.Fatalf("migrate --check after migrate: %d", code)
+	}
+	if code, out, _ := runCLI("migrate", "--dsn", dsn); code != 0 || !strings.Contains(out, "nothing to do") {
+		t.Fatalf("second migrate: %d %q", code, out)
+	}
+}
+
+func TestCLIBadInput(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, 2, "usage"},
+		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
+		{"unknown flag", []string{"serve", "--nope"}, 2, "flag provided but not defined"},
+		{"serve without dsn", []string{"serve", "--token", "x"}, 1, "--dsn"},
+		{"serve without token", []string{"serve", "--dsn", "host=/nonexistent"}, 1, "--token"},
+		{"put without file", []string{"put", "--token", "x"}, 1, "usage"},
+		{"put missing file", []string{"put", "/nonexistent/file", "--token", "x"}, 1, "no such file"},
+		{"put a directory", []string{"put", "/tmp", "--token", "x"}, 1, "not a regular file"},
+		{"put bad name", []string{"put", "/etc/hostname", "--name", "a/b", "--token", "x"}, 1, "invalid name"},
+		{"put bad server", []string{"put", "/etc/hostname", "--token", "x", "--server", "ftp://x"}, 1, "http://"},
+		{"get bad hash", []string{"get", "xyz"}, 1, "malformed hash"},
+		{"get unreachable", []string{"get", strings.Repeat("a", 64), "--server", "http://127.0.0.1:1"}, 1, "refused"},
+		{"bad size", []string{"serve", "--max-blob-size", "12XB"}, 2, "unknown unit"},
+		{"migrate without dsn", []string{"migrate"}, 1, "--dsn"},
+		{"gc without dsn", []string{"gc"}, 1, "--dsn"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := runCLI(tc.args...)
+			if code != tc.code || !strings.Contains(errs, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, errs, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("IMMUT_TOKEN", "")
+	t.Setenv("IMMUT_DSN", "host=/nonexistent-immut-socket-dir dbname=x connect_timeout=1")
+	code, _, errs := runCLI("serve", "--token", "x", "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errs, "nonexistent-immut-socket-dir") {
+		t.Fatalf("IMMUT_DSN not used: %d %q", code, errs)
+	}
+	t.Setenv("IMMUT_MAX_BLOB_SIZE", "bogus")
+	if code, _, errs := runCLI("serve"); code != 1 || !strings.Contains(errs, "IMMUT_MAX_BLOB_SIZE") {
+		t.Fatalf("bad env value: %d %q", code, errs)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"1048576", 1 << 20, true}, {"64MiB", 64 << 20, true}, {"1GiB", 1 << 30, true},
+		{"512k", 512 << 10, true}, {"8 MB", 8 << 20, true}, {"", 0, false}, {"-1", 0, false},
+		{"1.5GiB", 0, false}, {"12XB", 0, false}, {"99999999999999999999", 0, false}, {"9000000000TiB", 0, false},
+	}
+	for _, tc := range tests {
+		got, err := parseByteSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseByteSize(%q) = %d, %v", tc.in, got, err)
+		}
+	}
+}
+
+func FuzzParseByteSize(f *testing.F) {
+	f.Add("64MiB")
+	f.Add("1g")
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseByteSize(s)
+		if err == nil && n < 0 {
+			t.Fatalf("parseByteSize(%q) = %d", s, n)
+		}
+	})
+}
