@@ -193,3 +193,12 @@ func normAddr(s string, listen bool) (string, error) {
 	}
 	return net.JoinHostPort(host, strconv.Itoa(n)), nil
 }
+
+// MemoryLimit is the Go memory limit (debug.SetMemoryLimit) that keeps a
+// process running a Front with this cache budget within about 1.3× the
+// budget: the cache holds up to the budget, and the collector must return
+// evicted objects before garbage grows past a fifth of it. The floor of
+// 16 MiB of headroom keeps small budgets from collecting continuously.
+func MemoryLimit(budget int64) int64 {
+	return budget + max(budget/5, 16<<20)
+}

@@ -57,7 +57,7 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// The cache holds at most its budget; the collector keeps the rest
 		// (garbage from evicted objects, buffers) close to that, so that the
 		// process stays within about 1.3× the budget.
-		limit := int64(cacheSize) + int64(cacheSize)/8 + 32<<20
+		limit := cachefront.MemoryLimit(int64(cacheSize))
 		debug.SetMemoryLimit(limit)
 		log.Debug("memory limit", "bytes", limit)
 	}
