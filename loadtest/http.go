@@ -38,6 +38,7 @@ type result struct {
 	recv      int64         // response body bytes
 	service   time.Duration // from the actual send to the end of the body
 	corrected time.Duration // from the intended start to the end of the body
+	lag       time.Duration // from the intended start to the actual send
 }
 
 // fail sets an error kind unless one is already set (the first cause wins).

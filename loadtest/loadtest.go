@@ -652,6 +652,7 @@ func (r *runner) do(j job) result {
 	done := time.Now()
 	res.service = done.Sub(sent)
 	res.corrected = done.Sub(j.intended)
+	res.lag = sent.Sub(j.intended)
 	return res
 }
 

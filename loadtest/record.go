@@ -69,11 +69,12 @@ func (a *opRec) reset() {
 type shard struct {
 	mu   sync.Mutex
 	ops  [numOps]*opRec
+	lag  *hdrhistogram.Histogram // send lag of measured requests, all operations
 	warm *hdrhistogram.Histogram // corrected latency of warmup requests, for progress only
 }
 
 func newShard() *shard {
-	s := &shard{warm: newHist()}
+	s := &shard{warm: newHist(), lag: newHist()}
 	for i := range s.ops {
 		s.ops[i] = newOpRec()
 	}
@@ -91,6 +92,7 @@ func (s *shard) record(j job, res *result) {
 	}
 	o := s.ops[j.op]
 	o.requests++
+	recordUS(s.lag, res.lag)
 	if res.kind == "" {
 		o.ok++
 	} else {
@@ -122,6 +124,7 @@ type collector struct {
 	cur       [numOps]*opRec
 	total     [numOps]*opRec
 	last      *hdrhistogram.Histogram
+	lag       *hdrhistogram.Histogram // send lag over the whole run
 	lastAt    time.Time
 	lastDone  int64
 	intervals []Interval
@@ -133,6 +136,7 @@ func (c *collector) init() {
 		c.total[i] = newOpRec()
 	}
 	c.last = newHist()
+	c.lag = newHist()
 }
 
 // collect empties the shards at now, appends a timeline interval if now is in
@@ -153,6 +157,8 @@ func (r *runner) collect(now time.Time, phase string) {
 		}
 		c.last.Merge(sh.warm)
 		sh.warm.Reset()
+		c.lag.Merge(sh.lag)
+		sh.lag.Reset()
 		sh.mu.Unlock()
 	}
 	for i, o := range c.cur {
@@ -333,6 +339,7 @@ func (r *runner) report(measured time.Duration, interrupted bool) *Report {
 		all.merge(o)
 	}
 	rep.All = opStats("all", all, secs)
+	rep.SendLag = latency(c.lag, false)
 	return rep
 }
 

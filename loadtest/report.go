@@ -14,18 +14,23 @@ import (
 // HTML renderings are all made from it, so a report read back from JSON
 // renders the same way.
 type Report struct {
-	Config      ReportConfig      `json:"config"`
-	Started     time.Time         `json:"started"`     // start of the measured phase
-	Seconds     float64           `json:"seconds"`     // length of the measured phase actually run
-	Interrupted bool              `json:"interrupted"` // stopped early (Ctrl-C): the numbers cover Seconds only
-	Intended    int64             `json:"intended"`    // starts scheduled in the measured phase
-	Late        int64             `json:"late"`        // sent more than 10ms after their intended start
-	Dropped     int64             `json:"dropped"`     // never sent: no free slot within max-lag
-	Aborted     int64             `json:"aborted"`     // in flight at an interruption, abandoned, not counted
-	Ops         []OpStats         `json:"ops"`
-	All         OpStats           `json:"all"`
-	Intervals   []Interval        `json:"intervals"`
-	Thresholds  []ThresholdResult `json:"thresholds,omitempty"`
+	Config      ReportConfig `json:"config"`
+	Started     time.Time    `json:"started"`     // start of the measured phase
+	Seconds     float64      `json:"seconds"`     // length of the measured phase actually run
+	Interrupted bool         `json:"interrupted"` // stopped early (Ctrl-C): the numbers cover Seconds only
+	Intended    int64        `json:"intended"`    // starts scheduled in the measured phase
+	Late        int64        `json:"late"`        // sent more than 10ms after their intended start
+	Dropped     int64        `json:"dropped"`     // never sent: no free slot within max-lag
+	Aborted     int64        `json:"aborted"`     // in flight at an interruption, abandoned, not counted
+	// SendLag is how long after their intended start requests were sent:
+	// the load generator's own floor (timer resolution, scheduling) plus
+	// waits for a free slot under --max-inflight. Corrected latency
+	// includes it; service latency does not.
+	SendLag    Latency           `json:"send_lag"`
+	Ops        []OpStats         `json:"ops"`
+	All        OpStats           `json:"all"`
+	Intervals  []Interval        `json:"intervals"`
+	Thresholds []ThresholdResult `json:"thresholds,omitempty"`
 }
 
 // ReportConfig is the run's configuration as the report shows it.
@@ -299,6 +304,10 @@ func WriteText(w io.Writer, r *Report) error {
 		target = float64(r.Intended) / r.Seconds
 	}
 	fmt.Fprintf(&b, "throughput: %s sent, %s scheduled\n", fmtRate(a.Rate), fmtRate(target))
+	if l := r.SendLag; l.Count > 0 {
+		fmt.Fprintf(&b, "send lag: p50 %s, p99 %s, max %s behind schedule (generator timing and waits for a free slot)\n",
+			fmtDur(l.P50MS), fmtDur(l.P99MS), fmtDur(l.MaxMS))
+	}
 
 	table := func(title string, pick func(OpStats) Latency) {
 		fmt.Fprintf(&b, "\n%s\n", title)

@@ -60,6 +60,7 @@ func fixedReport(t *testing.T) *Report {
 				}
 				recordUS(o.corrected, d)
 				recordUS(o.service, d*9/10)
+				recordUS(r.col.lag, d/10)
 				if Op(op) == OpGet || Op(op) == OpHead {
 					if i%10 == 0 {
 						o.misses++

@@ -142,6 +142,9 @@ func TestCoordinatedOmission(t *testing.T) {
 	if get.Service.MaxMS < 450 {
 		t.Errorf("service max = %.1fms, want the stalled request itself (~500ms)", get.Service.MaxMS)
 	}
+	if rep.SendLag.MaxMS < 400 {
+		t.Errorf("send lag max = %.1fms, want the starts held back by the stall to show", rep.SendLag.MaxMS)
+	}
 	if rep.Late < 20 {
 		t.Errorf("late starts = %d, want the ~50 starts held back by the stall", rep.Late)
 	}
