@@ -351,8 +351,14 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "no X-Cache headers seen (not behind the front tier?)\n")
 	} else {
 		fmt.Fprintf(&b, "hit ratio %s (%d hits, %d misses)\n", fmtPct(a.HitRatio()), a.Hits, a.Misses)
-		fmt.Fprintf(&b, "  hit  p50 %s  p99 %s\n  miss p50 %s  p99 %s\n",
-			fmtDur(a.HitLatency.P50MS), fmtDur(a.HitLatency.P99MS), fmtDur(a.MissLatency.P50MS), fmtDur(a.MissLatency.P99MS))
+		for _, hm := range []struct {
+			name string
+			l    Latency
+		}{{"hit ", a.HitLatency}, {"miss", a.MissLatency}} {
+			if hm.l.Count > 0 {
+				fmt.Fprintf(&b, "  %s p50 %s  p99 %s\n", hm.name, fmtDur(hm.l.P50MS), fmtDur(hm.l.P99MS))
+			}
+		}
 	}
 	fmt.Fprintf(&b, "\nbytes: %s sent, %s received", fmtBytes(a.BytesSent), fmtBytes(a.BytesReceived))
 	if r.Seconds > 0 {
