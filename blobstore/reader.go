@@ -128,12 +128,9 @@ func (r *Reader) load(seq int) error {
 	if err != nil {
 		return err
 	}
-	// The old current buffer becomes the spare for the next fetch.
+	// The old current buffer becomes the spare for the next fetch, which
+	// starts before this chunk is hashed so the two overlap.
 	r.spare, r.buf, r.bufSeq = r.buf, data, seq
-	if err := r.verify(seq); err != nil {
-		r.bufSeq = -1
-		return err
-	}
 	if next := seq + 1; next < r.chunks() && int64(next)*int64(r.blob.chunkSize) < r.horizon {
 		r.pendSeq = next
 		r.prefetch = make(chan fetched, 1)
@@ -143,6 +140,10 @@ func (r *Reader) load(seq int) error {
 			d, err := r.s.fetchChunk(r.ctx, r.blob, next, spare)
 			ch <- fetched{d, err}
 		}(r.prefetch)
+	}
+	if err := r.verify(seq); err != nil {
+		r.bufSeq = -1
+		return err
 	}
 	return nil
 }
