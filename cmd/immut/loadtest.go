@@ -18,16 +18,6 @@ func init() {
 	commands["loadtest"] = command{summary: "open-loop load test of a running deployment, with text, JSON and HTML reports", run: runLoadtest}
 }
 
-// exitError carries an exit status chosen by a command (main.go checks for
-// ExitCode). Other commands (migrate, verify) use it too.
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e *exitError) Error() string { return e.msg }
-func (e *exitError) ExitCode() int { return e.code }
-
 // Exit statuses of immut loadtest besides 0, 1 (error) and 2 (usage).
 const (
 	exitThresholds  = 3   // a --fail-if condition did not hold

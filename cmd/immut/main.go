@@ -26,6 +26,15 @@ var commands = map[string]command{}
 // exitCoder lets a command choose its exit status (for example migrate --check).
 type exitCoder interface{ ExitCode() int }
 
+// exitError carries an exit status chosen by a command, with its message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+func (e *exitError) ExitCode() int { return e.code }
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
