@@ -25,7 +25,15 @@ type entry struct {
 	freshTill int64     // unix nanoseconds; immutable objects: far future
 	authOK    bool      // may answer requests that carry Authorization
 	cost      int64
+
+	// hitForPass marks a key the origin recently answered uncacheably:
+	// requests for it go straight to the origin instead of queueing behind
+	// a collapsed fetch whose answer they could not share.
+	hitForPass bool
 }
+
+// hitForPassTTL is how long a key stays marked uncacheable.
+const hitForPassTTL = 10 * time.Second
 
 // header is one stored response field; notModified marks the fields a 304
 // carries (RFC 9110 §15.4.5).

@@ -61,7 +61,10 @@ type Front struct {
 
 // listener is one front port.
 type listener struct {
-	f     *Front
+	// f is cleared by Close: fasthttp keeps a stopped server's worker pool
+	// (and so its handler) reachable for up to ten seconds, and the Front
+	// behind it should not outlive Close.
+	f     atomic.Pointer[Front]
 	route Route
 	own   int // index of its backend in f.backends
 	ln    net.Listener
@@ -134,7 +137,8 @@ func New(cfg Config) (*Front, error) {
 			b.upGauge.Set(1)
 			f.backends = append(f.backends, b)
 		}
-		l := &listener{f: f, route: r, own: i, lm: f.m.forListener(r.Listen)}
+		l := &listener{route: r, own: i, lm: f.m.forListener(r.Listen)}
+		l.f.Store(f)
 		f.lns = append(f.lns, l)
 	}
 	f.baseCtx, f.baseCancel = context.WithCancel(context.Background())
@@ -268,6 +272,9 @@ func (f *Front) Close(ctx context.Context) error {
 		f.transport.CloseIdleConnections()
 		f.healthClient.CloseIdleConnections()
 		f.cache.Close()
+		for _, l := range f.lns {
+			l.f.Store(nil)
+		}
 		f.closeErr = errors.Join(errs...)
 	})
 	return f.closeErr

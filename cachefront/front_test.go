@@ -627,3 +627,58 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+func TestRevalidateStale(t *testing.T) {
+	o := newOrigin(t, "A")
+	o.handle("etagged", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=1")
+		w.Header().Set("ETag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Write([]byte("the body"))
+	})
+	f, urls := startFront(t, Config{}, o)
+	url := urls[0] + "/case/etagged"
+	get(t, url)
+	settle(f)
+	time.Sleep(1100 * time.Millisecond)
+	r := get(t, url)
+	if r.status != 200 || string(r.body) != "the body" {
+		t.Fatalf("revalidated: %d %q", r.status, r.body)
+	}
+	if got := o.lastHeader("/case/etagged").Get("If-None-Match"); got != `"v1"` {
+		t.Fatalf("origin saw If-None-Match %q, want the stored ETag", got)
+	}
+	settle(f)
+	if r := get(t, url); r.header.Get("X-Cache") != "HIT" || string(r.body) != "the body" {
+		t.Fatalf("after revalidation: %s %q, want a fresh HIT", r.header.Get("X-Cache"), r.body)
+	}
+	if got := o.count("/case/etagged"); got != 2 {
+		t.Fatalf("origin requests = %d, want 2", got)
+	}
+}
+
+func TestHitForPass(t *testing.T) {
+	o := newOrigin(t, "A")
+	o.handle("private", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "private")
+		w.Write([]byte("mine"))
+	})
+	f, urls := startFront(t, Config{}, o)
+	get(t, urls[0]+"/case/private")
+	settle(f)
+	before := counterValue(f.m.misses)
+	for range 3 {
+		if r := get(t, urls[0]+"/case/private"); r.status != 200 || r.header.Get("X-Cache") != "MISS" {
+			t.Fatalf("%d %s", r.status, r.header.Get("X-Cache"))
+		}
+	}
+	if got := counterValue(f.m.misses) - before; got != 0 {
+		t.Fatalf("%v requests went through miss collapsing; a key known uncacheable should go straight to the origin", got)
+	}
+	if got := o.count("/case/private"); got != 4 {
+		t.Fatalf("origin requests = %d, want 4", got)
+	}
+}

@@ -202,12 +202,16 @@ func startFront(t *testing.T, cfg Config, origins ...*testOrigin) (*Front, []str
 	if err := f.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The cleanup drops its reference: the testing package keeps finished
+	// cleanups reachable, and a closed Front (with its cache) should not be.
+	ref := &struct{ f *Front }{f}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := f.Close(ctx); err != nil {
+		if err := ref.f.Close(ctx); err != nil {
 			t.Errorf("close: %v", err)
 		}
+		ref.f = nil
 	})
 	urls := make([]string, 0, len(f.Addrs()))
 	for _, a := range f.Addrs() {

@@ -17,7 +17,9 @@ import (
 
 // TestMemoryChurn pushes ten times the cache budget through the front, with
 // the memory limit immut front sets from the budget, and checks that the
-// live heap and the growth of the process RSS stay within 1.3× the budget.
+// growth of the live heap and of the process RSS stay within 1.3× the
+// budget (growth: the test binary, its origin and client are not the
+// front). loadtest/peers/front-vs-nginx.sh measures a real immut front.
 func TestMemoryChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 640 MiB")
@@ -35,6 +37,9 @@ func TestMemoryChurn(t *testing.T) {
 		w.Write(body)
 	})
 	runtime.GC()
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
 	baseRSS := rssBytes(t)
 	// What immut front does unless GOMEMLIMIT is set (cmd/immut/front.go).
 	old := debug.SetMemoryLimit(MemoryLimit(budget))
@@ -87,18 +92,19 @@ loop:
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	cost := f.cache.Metrics.CostAdded() - f.cache.Metrics.CostEvicted()
-	t.Logf("churned %d MiB through a %d MiB budget: cache cost %d MiB, evictions %d, live heap %d MiB, RSS growth peak %d MiB (base %d MiB)",
-		churn>>20, budget>>20, cost>>20, f.cache.Metrics.KeysEvicted(), ms.HeapAlloc>>20, (peakRSS-baseRSS)>>20, baseRSS>>20)
+	heap := int64(ms.HeapAlloc) - int64(base.HeapAlloc)
+	t.Logf("churned %d MiB through a %d MiB budget: cache cost %d MiB, evictions %d, live heap growth %d MiB (base %d MiB), RSS growth peak %d MiB (base %d MiB)",
+		churn>>20, budget>>20, cost>>20, f.cache.Metrics.KeysEvicted(), heap>>20, base.HeapAlloc>>20, (peakRSS-baseRSS)>>20, baseRSS>>20)
 	if cost > budget {
 		t.Errorf("cache cost %d over budget %d", cost, budget)
 	}
 	if f.cache.Metrics.KeysEvicted() == 0 {
 		t.Error("nothing was evicted: the churn did not exceed the budget")
 	}
-	if lim := int64(budget) * 13 / 10; int64(ms.HeapAlloc) > lim {
-		t.Errorf("live heap %d > 1.3 × budget (%d)", ms.HeapAlloc, lim)
+	if lim := int64(budget) * 13 / 10; heap > lim {
+		t.Errorf("live heap grew by %d > 1.3 × budget (%d)", heap, lim)
 	}
-	if lim := int64(budget) * 13 / 10; peakRSS-baseRSS > lim {
+	if lim := int64(budget) * 13 / 10; !raceEnabled && peakRSS-baseRSS > lim {
 		t.Errorf("RSS grew by %d > 1.3 × budget (%d)", peakRSS-baseRSS, lim)
 	}
 }

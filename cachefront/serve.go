@@ -37,8 +37,14 @@ var (
 // handle is the front listeners' request handler.
 func (l *listener) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	f := l.f.Load()
+	if f == nil { // closed
+		ctx.SetConnectionClose()
+		ctx.SetStatusCode(http.StatusServiceUnavailable)
+		return
+	}
 	l.lm.requests.Inc()
-	l.f.serve(l, ctx, start)
+	f.serve(l, ctx, start)
 	l.lm.latency.Observe(time.Since(start).Seconds())
 }
 
@@ -56,6 +62,13 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 	auth := len(h.Peek(fasthttp.HeaderAuthorization)) > 0
 	e, ok := f.cache.Get(b2s(uri))
 	if ok && f.purged(e) {
+		e, ok = nil, false
+	}
+	if ok && e.hitForPass {
+		if now.UnixNano() < e.freshTill {
+			f.pass(l, ctx)
+			return
+		}
 		e, ok = nil, false
 	}
 	if ok && e.fresh(now.UnixNano()) && (!auth || e.authOK) {
@@ -362,8 +375,12 @@ func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale 
 		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
 	}
 	// Not cacheable: the leader streams it; from here on only the client
-	// connection bounds it.
+	// connection bounds it. Remember that for a while (not for errors,
+	// which may pass, and never over a stale copy kept for stale-if-error).
 	timer.Stop()
+	if stale == nil && resp.StatusCode < 500 {
+		f.cache.SetWithTTL(key, &entry{hitForPass: true, freshTill: received.Add(hitForPassTTL).UnixNano(), cost: 256}, 256, hitForPassTTL)
+	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	fl.pass = true
 	fl.offer(resp)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package cachefront
+
+const raceEnabled = false
