@@ -13,9 +13,10 @@ import (
 // allocates nothing.
 type entry struct {
 	status      int
-	contentType []byte
-	headers     []header // stored response fields, canonical names
-	etag        []byte
+	hbuf        []byte   // every stored header name and value, back to back
+	headers     []header // stored response fields, as offsets into hbuf
+	contentType []byte   // in hbuf
+	etag        []byte   // in hbuf
 	body        []byte
 
 	hash      string    // the blob hash of a /b/<hash> key, for purge
@@ -35,12 +36,17 @@ type entry struct {
 // hitForPassTTL is how long a key stays marked uncacheable.
 const hitForPassTTL = 10 * time.Second
 
-// header is one stored response field; notModified marks the fields a 304
-// carries (RFC 9110 §15.4.5).
+// header is one stored response field, as offsets into entry.hbuf: an
+// entry is four allocations, three of them without pointers, so that a
+// cache of many objects costs the garbage collector little to scan.
+// notModified marks the fields a 304 carries (RFC 9110 §15.4.5).
 type header struct {
-	key, value  []byte
-	notModified bool
+	k0, k1, v0, v1 int32
+	notModified    bool
 }
+
+func (e *entry) key(h *header) []byte   { return e.hbuf[h.k0:h.k1:h.k1] }
+func (e *entry) value(h *header) []byte { return e.hbuf[h.v0:h.v1:h.v1] }
 
 // hopByHop are the fields that describe one connection and are never
 // forwarded nor stored; the others listed are set per response by the front.
@@ -79,20 +85,41 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 	if immutable {
 		e.freshTill = neverExpires
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		e.contentType = []byte(ct)
-	}
-	n := int64(len(e.contentType))
+	size, count := 0, 0
 	for k, vs := range resp.Header {
 		if hopByHop[k] || notStored[k] {
 			continue
 		}
 		for _, v := range vs {
-			e.headers = append(e.headers, header{key: []byte(k), value: []byte(v), notModified: notModifiedFields[k]})
-			n += int64(len(k) + len(v) + 4)
+			size += len(k) + len(v)
+			count++
 		}
 	}
-	e.etag = []byte(resp.Header.Get("Etag"))
+	ct, etag := resp.Header.Get("Content-Type"), resp.Header.Get("Etag")
+	e.hbuf = make([]byte, 0, size+len(ct))
+	e.headers = make([]header, 0, count)
+	for k, vs := range resp.Header {
+		if hopByHop[k] || notStored[k] {
+			continue
+		}
+		for _, v := range vs {
+			h := header{k0: int32(len(e.hbuf)), notModified: notModifiedFields[k]}
+			e.hbuf = append(e.hbuf, k...)
+			h.k1, h.v0 = int32(len(e.hbuf)), int32(len(e.hbuf))
+			e.hbuf = append(e.hbuf, v...)
+			h.v1 = int32(len(e.hbuf))
+			e.headers = append(e.headers, h)
+			if k == "Etag" && v == etag {
+				e.etag = e.hbuf[h.v0:h.v1:h.v1]
+			}
+		}
+	}
+	if ct != "" {
+		at := len(e.hbuf)
+		e.hbuf = append(e.hbuf, ct...)
+		e.contentType = e.hbuf[at:len(e.hbuf):len(e.hbuf)]
+	}
+	n := int64(len(e.hbuf) + 4*len(e.headers))
 	if h, ok := blobHash(key); ok {
 		e.hash = h
 	}

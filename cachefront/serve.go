@@ -97,8 +97,8 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && etagMatch(inm, e.etag) {
 			rh.SetStatusCode(http.StatusNotModified)
 			for i := range e.headers {
-				if e.headers[i].notModified {
-					rh.AddBytesKV(e.headers[i].key, e.headers[i].value)
+				if h := &e.headers[i]; h.notModified {
+					rh.AddBytesKV(e.key(h), e.value(h))
 				}
 			}
 			rh.SetCanonical(hdrAge, age)
@@ -135,7 +135,8 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 		rh.SetContentTypeBytes(e.contentType)
 	}
 	for i := range e.headers {
-		rh.AddBytesKV(e.headers[i].key, e.headers[i].value)
+		h := &e.headers[i]
+		rh.AddBytesKV(e.key(h), e.value(h))
 	}
 	if crange != nil {
 		rh.SetCanonical(hdrContentRange, crange)

@@ -7,6 +7,8 @@
 #
 #   loadtest/peers/front-vs-nginx.sh            # 15 s per side
 #   DURATION=30s ROUNDS=2 loadtest/peers/front-vs-nginx.sh
+#   CHURN=0 ...   skips the memory phase (a front with a 256 MiB budget under a
+#                 key space far larger than the budget; peak RSS vs budget)
 #
 # Needs: go, nginx and wrk (apt-get install -y nginx wrk).
 set -euo pipefail
@@ -19,6 +21,9 @@ O1=$((BASE + 1)) O2=$((BASE + 2))     # origin
 N1=$((BASE + 3)) N2=$((BASE + 4))     # nginx
 F1=$((BASE + 5)) F2=$((BASE + 6))     # immut front
 FA=$((BASE + 7))                      # immut front admin
+C1=$((BASE + 8))                      # immut front for the memory churn
+CHURN_BUDGET=${CHURN_BUDGET:-256MiB}
+CHURN_DURATION=${CHURN_DURATION:-15s}
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -107,3 +112,21 @@ done
 hits=$(curl -s "http://127.0.0.1:$FA/metrics" | awk '$1=="immut_front_cache_hits_total"{print $2}')
 misses=$(curl -s "http://127.0.0.1:$FA/metrics" | awk '$1=="immut_front_cache_misses_total"{print $2}')
 printf "immut front cache: hits %.0f, misses %.0f\n" "$hits" "$misses"
+
+if [ "${CHURN:-1}" != 0 ]; then
+  kill "$front_pid"; wait "$front_pid" 2>/dev/null || true
+  IMMUT_TOKEN=bench "$work/immut" front --map "$C1=$O1" --cache-size "$CHURN_BUDGET" >/dev/null 2>"$work/churn.log" &
+  pids+=($!)
+  churn_pid=$!
+  wait_port "$C1" "$(key 1)"
+  echo "memory: immut front --cache-size $CHURN_BUDGET, wrk $CONNS connections over 10,000,000 keys for $CHURN_DURATION"
+  wrk -t2 -c"$CONNS" -d"$CHURN_DURATION" -s "$here/churn.lua" "http://127.0.0.1:$C1" >"$work/wrk-churn"
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$churn_pid/status")
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$churn_pid/status")
+  moved=$(awk '/requests in/ {print $1}' "$work/wrk-churn")
+  awk -v h="$hwm" -v r="$rss" -v b="$CHURN_BUDGET" -v n="$moved" 'BEGIN {
+    u = tolower(b); m = 1;
+    if (u ~ /gib$|g$|gb$/) m = 1048576; else if (u ~ /mib$|m$|mb$/) m = 1024; else if (u ~ /kib$|k$|kb$/) m = 1;
+    kib = (b + 0) * m;
+    printf "  %d requests (%.1f GiB through the cache); peak RSS %d KiB = %.2fx the budget, now %d KiB = %.2fx\n", n, n * 16 / 1048576, h, h / kib, r, r / kib }'
+fi
