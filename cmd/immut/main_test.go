@@ -61,20 +61,38 @@ type upProcess struct {
 	cmd    *exec.Cmd
 	url    string
 	token  string
-	stderr *bytes.Buffer
+	fronts []string // front port i, host:port
+	stderr *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func startUp(t *testing.T, dataDir string, extra ...string) *upProcess {
 	t.Helper()
-	cmd := exec.Command(immutBinary(t), append([]string{"up", "--data", dataDir, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)...)
+	cmd := exec.Command(immutBinary(t), append([]string{"up", "--data", dataDir, "--listen", "127.0.0.1:0", "--worker-base-port", "0", "--log-level", "warn"}, extra...)...)
 	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &upProcess{cmd: cmd, stderr: &stderr}
+	p := &upProcess{cmd: cmd, stderr: stderr}
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -84,7 +102,7 @@ func startUp(t *testing.T, dataDir string, extra ...string) *upProcess {
 		close(lines)
 	}()
 	deadline := time.After(60 * time.Second)
-	for p.url == "" || p.token == "" {
+	for p.token == "" {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -94,6 +112,9 @@ func startUp(t *testing.T, dataDir string, extra ...string) *upProcess {
 			f := strings.Fields(l)
 			if len(f) >= 2 && f[0] == "url" {
 				p.url = strings.TrimRight(f[1], "/")
+			}
+			if len(f) >= 2 && f[0] == "port" {
+				p.fronts = append(p.fronts, f[1])
 			}
 			if len(f) >= 2 && f[0] == "token" {
 				p.token = f[1]

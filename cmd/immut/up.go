@@ -8,10 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/immut/immut/cachefront"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -24,11 +29,20 @@ func init() {
 
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("up", stderr)
-	data := fs.String("data", "./immut-data", "directory for the private database and the write token")
+	data := fs.String("data", "./immut-data", "directory for the private database, the write token and the control socket")
 	dsn := fs.String("dsn", "", "use this PostgreSQL instead of a private one")
-	listen := fs.String("listen", "127.0.0.1:8080", "address to serve HTTP on")
+	listen := fs.String("listen", "127.0.0.1:8080", "first public (front) port; front port i forwards to worker i")
+	workers := fs.Int("workers", runtime.NumCPU(), "app processes, one per front port (0: one in-process server on --listen, no front)")
+	basePort := fs.Int("worker-base-port", 18081, "worker i listens on 127.0.0.1:(this + i); 0 picks free ports")
+	procs := fs.Int("worker-procs", 1, "GOMAXPROCS of each worker")
+	cacheSize := byteSize(cachefront.DefaultCacheSize)
+	fs.Var(&cacheSize, "cache-size", "front cache byte budget")
+	maxObject := byteSize(cachefront.DefaultMaxObject)
+	fs.Var(&maxObject, "max-object", "largest response the front caches")
+	admin := fs.String("admin", "", "front admin listener (/metrics, purge), e.g. 127.0.0.1:9090; empty for none")
 	token := fs.String("token", "", "write token (default: generated on first run and kept in <data>/token)")
 	pgUser := fs.String("pg-user", "postgres", "OS user the private PostgreSQL runs as when immut runs as root")
+	rolling := fs.Bool("rolling-restart", false, "ask the immut up running on --data to restart its workers one by one, and wait")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var sf storeFlags
 	sf.register(fs)
@@ -38,13 +52,25 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("up takes no arguments (got %q)", fs.Args())
 	}
+	dataDir, err := filepath.Abs(*data)
+	if err != nil {
+		return err
+	}
+	control := filepath.Join(dataDir, "control.sock")
+	if *rolling {
+		answer, err := sendControl(ctx, control, "rolling-restart", 10*time.Minute)
+		if err != nil {
+			return fmt.Errorf("rolling restart: %w", err)
+		}
+		fmt.Fprintln(stdout, "rolling restart done:", answer)
+		return nil
+	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
 	}
-	dataDir, err := filepath.Abs(*data)
-	if err != nil {
-		return err
+	if *workers < 0 {
+		return fmt.Errorf("--workers %d: want 0 or more", *workers)
 	}
 	// 0711: the database server's user must be able to pass through to
 	// <data>/pg; nobody else can list it, and the token file is 0600.
@@ -97,19 +123,111 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}()
 	}
-	err = runApp(appCtx, appConfig{
-		DSN: appDSN, Listen: *listen, Token: tok, Worker: -1, Store: sf, Log: log,
-		Ready: func(addr string) {
-			fmt.Fprintf(stdout, "immut is up (Ctrl-C stops it and its database)\n")
-			fmt.Fprintf(stdout, "  url    http://%s/\n", addr)
-			fmt.Fprintf(stdout, "  token  %s   (kept in %s)\n", tok, filepath.Join(dataDir, "token"))
-			fmt.Fprintf(stdout, "  try    immut put photo.jpg --server http://%s --token %s\n", addr, tok)
-		},
-	})
+	if *workers == 0 {
+		err = runApp(appCtx, appConfig{
+			DSN: appDSN, Listen: *listen, Token: tok, Worker: -1, Store: sf, Log: log,
+			Ready: func(addr string) {
+				banner(stdout, []string{addr}, nil, tok, dataDir)
+			},
+		})
+	} else {
+		err = runTopology(appCtx, topology{
+			workers: *workers, basePort: *basePort, procs: *procs, listen: *listen,
+			cacheSize: int64(cacheSize), maxObject: int64(maxObject), admin: *admin,
+			dsn: appDSN, token: tok, store: sf, logLevel: *logLevel, log: log,
+			control: control, stdout: stdout, stderr: stderr, dataDir: dataDir,
+		})
+	}
 	if died != nil {
 		return died
 	}
 	return err
+}
+
+// topology is `immut up`'s single-host deployment: workers behind the front.
+type topology struct {
+	workers, basePort, procs int
+	listen                   string
+	cacheSize, maxObject     int64
+	admin                    string
+	dsn, token               string
+	store                    storeFlags
+	logLevel                 string
+	log                      *slog.Logger
+	control                  string
+	stdout, stderr           io.Writer
+	dataDir                  string
+}
+
+// runTopology starts the workers, then the front on consecutive ports from
+// t.listen (port i → worker i), and runs until ctx is done; then it stops the
+// front first (so no request reaches a stopping worker), then the workers.
+func runTopology(ctx context.Context, t topology) error {
+	host, portStr, err := net.SplitHostPort(t.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", t.listen, err)
+	}
+	firstPort, err := strconv.Atoi(portStr)
+	if err != nil || firstPort < 0 || firstPort+t.workers-1 > 65535 {
+		return fmt.Errorf("--listen %q: bad port", t.listen)
+	}
+	sup, err := startTier(ctx, tierConfig{
+		Workers: t.workers, BasePort: t.basePort, Procs: t.procs,
+		DSN: t.dsn, Token: t.token, Store: t.store, LogLevel: t.logLevel, Log: t.log, Output: t.stderr,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		sup.Stop(stopCtx)
+	}()
+	var routes []cachefront.Route
+	for i, backend := range sup.Addrs() {
+		port := 0
+		if firstPort != 0 {
+			port = firstPort + i
+		}
+		routes = append(routes, cachefront.Route{Listen: net.JoinHostPort(host, strconv.Itoa(port)), Backend: backend})
+	}
+	front, err := cachefront.New(cachefront.Config{
+		Routes: routes, Admin: t.admin, Token: t.token,
+		CacheSize: t.cacheSize, MaxObject: t.maxObject, Logger: t.log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := front.Start(); err != nil {
+		return fmt.Errorf("front: %w", err)
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := front.Close(stopCtx); err != nil {
+			t.log.Error("stopping the front", "err", err)
+		}
+	}()
+	banner(t.stdout, front.Addrs(), sup.Addrs(), t.token, t.dataDir)
+	if front.AdminAddr() != "" {
+		fmt.Fprintf(t.stdout, "  admin  http://%s/metrics\n", front.AdminAddr())
+	}
+	return superviseTier(ctx, sup, t.control, t.log)
+}
+
+func banner(w io.Writer, fronts, workers []string, tok, dataDir string) {
+	fmt.Fprintf(w, "immut is up (Ctrl-C stops it and its database)\n")
+	fmt.Fprintf(w, "  url    http://%s/\n", fronts[0])
+	for i, f := range fronts {
+		if i < len(workers) {
+			fmt.Fprintf(w, "  port   %s -> worker %d at %s\n", f, i, workers[i])
+		}
+	}
+	fmt.Fprintf(w, "  token  %s   (kept in %s)\n", tok, filepath.Join(dataDir, "token"))
+	fmt.Fprintf(w, "  try    immut put photo.jpg --server http://%s --token %s\n", fronts[0], tok)
+	if len(workers) > 0 {
+		fmt.Fprintf(w, "  roll   immut up --rolling-restart --data %s   (or kill -HUP %d)\n", dataDir, os.Getpid())
+	}
 }
 
 // startPrivateCluster initializes (first run) and starts the embedded
