@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
-	"net/http/pprof"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +23,10 @@ func (f *Front) adminHandler() http.Handler {
 	})
 	// Profiles, for finding where the time goes under load; token-protected
 	// like purge because they reveal internals and cost CPU.
-	mux.HandleFunc("GET /debug/pprof/", f.withToken(pprof.Index))
-	mux.HandleFunc("GET /debug/pprof/profile", f.withToken(pprof.Profile))
-	mux.HandleFunc("GET /debug/pprof/trace", f.withToken(pprof.Trace))
+	// (Written here rather than importing net/http/pprof, whose init would
+	// register the profiles on http.DefaultServeMux for the whole binary.)
+	mux.HandleFunc("GET /debug/pprof/profile", f.withToken(cpuProfile))
+	mux.HandleFunc("GET /debug/pprof/{name}", f.withToken(namedProfile))
 	purge := func(w http.ResponseWriter, r *http.Request, path string) {
 		if !f.authorized(r) {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "purge needs Authorization: Bearer <token>"})
@@ -106,4 +108,39 @@ func (f *Front) purged(e *entry) bool {
 	}
 	t, ok := (*m)[e.hash]
 	return ok && e.fetchedAt.UnixNano() <= t
+}
+
+// cpuProfile serves a CPU profile of ?seconds= (default 30, at most 300).
+func cpuProfile(w http.ResponseWriter, r *http.Request) {
+	sec, err := strconv.Atoi(r.FormValue("seconds"))
+	if err != nil || sec <= 0 {
+		sec = 30
+	}
+	sec = min(sec, 300)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := pprof.StartCPUProfile(w); err != nil {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		return
+	}
+	select {
+	case <-time.After(time.Duration(sec) * time.Second):
+	case <-r.Context().Done():
+	}
+	pprof.StopCPUProfile()
+}
+
+// namedProfile serves heap, allocs, goroutine, mutex, block or threadcreate.
+func namedProfile(w http.ResponseWriter, r *http.Request) {
+	p := pprof.Lookup(r.PathValue("name"))
+	if p == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such profile"})
+		return
+	}
+	debug, _ := strconv.Atoi(r.FormValue("debug"))
+	if debug == 0 {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	p.WriteTo(w, debug)
 }

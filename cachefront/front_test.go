@@ -681,4 +681,38 @@ func TestHitForPass(t *testing.T) {
 	if got := o.count("/case/private"); got != 4 {
 		t.Fatalf("origin requests = %d, want 4", got)
 	}
+	// HEAD passed through: the origin's length, no body.
+	if r := do(t, "HEAD", urls[0]+"/case/private", nil); r.status != 200 || r.header.Get("Content-Length") != "4" || len(r.body) != 0 {
+		t.Fatalf("HEAD: %d Content-Length %q, %d body bytes", r.status, r.header.Get("Content-Length"), len(r.body))
+	}
+}
+
+func TestAdminProfiles(t *testing.T) {
+	o := newOrigin(t, "A")
+	f, _ := startFront(t, Config{Admin: "127.0.0.1:0", Token: "secret"}, o)
+	admin := "http://" + f.AdminAddr()
+	tests := []struct {
+		name   string
+		path   string
+		token  string
+		status int
+	}{
+		{"no token", "/debug/pprof/heap", "", 401},
+		{"heap", "/debug/pprof/heap", "secret", 200},
+		{"goroutines as text", "/debug/pprof/goroutine?debug=1", "secret", 200},
+		{"cpu", "/debug/pprof/profile?seconds=1", "secret", 200},
+		{"unknown", "/debug/pprof/nope", "secret", 404},
+		{"metrics need no token", "/metrics", "", 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{}
+			if tc.token != "" {
+				h["Authorization"] = "Bearer " + tc.token
+			}
+			if r := do(t, "GET", admin+tc.path, h); r.status != tc.status {
+				t.Fatalf("%d, want %d", r.status, tc.status)
+			}
+		})
+	}
 }
