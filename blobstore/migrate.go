@@ -158,9 +158,24 @@ type Applied struct {
 // Migrate applies the pending migrations, each in its own transaction, under
 // an advisory lock so that concurrent migrators apply each one once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Applied, error) {
+	return MigrateTo(ctx, pool, 0)
+}
+
+// MigrateTo is Migrate stopping after version upTo (0: all). Pre-production
+// rehearsals and tests use it to stand a database at an older schema.
+func MigrateTo(ctx context.Context, pool *pgxpool.Pool, upTo int) ([]Applied, error) {
 	known, err := Migrations()
 	if err != nil {
 		return nil, err
+	}
+	if upTo > 0 {
+		var keep []Migration
+		for _, m := range known {
+			if m.Version <= upTo {
+				keep = append(keep, m)
+			}
+		}
+		known = keep
 	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {

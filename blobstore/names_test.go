@@ -299,3 +299,21 @@ func FuzzValidateName(f *testing.F) {
 		}
 	})
 }
+
+func TestMigrateTo(t *testing.T) {
+	ctx := context.Background()
+	pool := newStore(t, Config{}).pool
+	pool.Exec(ctx, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+	done, err := MigrateTo(ctx, pool, 1)
+	if err != nil || len(done) != 1 || done[0].Version != 1 {
+		t.Fatalf("MigrateTo(1) = %v, %v", done, err)
+	}
+	st, err := Status(ctx, pool)
+	ms, _ := Migrations()
+	if err != nil || st.Applied != 1 || len(st.Pending) != len(ms)-1 {
+		t.Fatalf("after MigrateTo(1): %+v, %v", st, err)
+	}
+	if done, err := Migrate(ctx, pool); err != nil || len(done) != len(ms)-1 {
+		t.Fatalf("Migrate after MigrateTo(1) = %v, %v", done, err)
+	}
+}

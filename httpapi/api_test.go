@@ -441,7 +441,7 @@ func TestMonitoringViews(t *testing.T) {
 	}{
 		{"/monitor/pool", 200, ""},
 		{"/monitor/db", 200, "ServiceOK : 1 blobs in DB"},
-		{"/monitor/version", 200, "ServiceOK : binary test schema 1 == expected 1"},
+		{"/monitor/version", 200, "ServiceOK : binary test schema 2 == expected 2"},
 		{"/monitor/hostname", 200, ""},
 		{"/monitor/replication", 200, "ServiceOK"},
 		{"/healthz", 200, "ok"},
