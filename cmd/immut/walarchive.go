@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/immut/immut/replication"
+)
+
+func init() {
+	commands["wal-push"] = command{summary: "archive_command: copy a WAL file into the archive (wal-push %p %f --archive DIR)", run: runWALPush}
+	commands["wal-fetch"] = command{summary: "restore_command: copy a WAL file out of the archive (wal-fetch %f %p --archive DIR)", run: runWALFetch}
+}
+
+// Both commands exit 0 on success and 1 on any failure (2 for bad usage):
+// PostgreSQL treats an archive_command exit status above 125 as fatal to
+// the archiver, so neither may ever use one.
+
+func runWALPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("wal-push", stderr)
+	archive := fs.String("archive", "", "WAL archive `directory` (required)")
+	fs.Usage = func() {
+		io.WriteString(stderr, "usage: immut wal-push PATH FILENAME --archive DIR   (archive_command: wal-push %p %f ...)\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || *archive == "" {
+		fs.Usage()
+		return errUsage
+	}
+	return replication.PushWAL(pos[0], pos[1], *archive)
+}
+
+func runWALFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("wal-fetch", stderr)
+	archive := fs.String("archive", "", "WAL archive `directory` (required)")
+	fs.Usage = func() {
+		io.WriteString(stderr, "usage: immut wal-fetch FILENAME DESTINATION --archive DIR   (restore_command: wal-fetch %f %p ...)\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || *archive == "" {
+		fs.Usage()
+		return errUsage
+	}
+	err = replication.FetchWAL(pos[0], pos[1], *archive)
+	if errors.Is(err, replication.ErrNotInArchive) {
+		// The normal end of the archive for a standby: say it briefly.
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	return err
+}

@@ -1,0 +1,359 @@
+package replication_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/internal/pgcluster"
+	"github.com/immut/immut/replication"
+)
+
+func execSQL(t *testing.T, dsn, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// TestSwitchover: a planned switchover under a steady writer loses nothing
+// acknowledged; the new primary takes writes, archives its timeline history,
+// the old primary refuses to start, and it rejoins as the new standby by
+// following the runbook (setup --rebuild).
+func TestSwitchover(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t)
+	w := startWriter(t, openStore(t, p.primary.DSN("immut")))
+	w.waitAcked(t, 40)
+
+	res, err := replication.Switchover(ctx, replication.PromoteConfig{
+		StandbyDSN:     p.standby.DSN("postgres"),
+		PrimaryDSN:     p.primary.DSN("postgres"),
+		StopPrimary:    p.primary.Stop,
+		PrimaryDataDir: p.primaryCfg.DataDir,
+		ArchiveDir:     p.archive,
+		Timeout:        30 * time.Second,
+		Logger:         pgtestLogger(t),
+	})
+	attempts := w.finish()
+	if err != nil {
+		t.Fatalf("Switchover: %v", err)
+	}
+	newStore := openStore(t, p.standby.DSN("immut"))
+	v := check(t, newStore, attempts)
+	if len(v.lostAcked) > 0 {
+		t.Fatalf("switchover lost %d acknowledged blobs (first: %d)", len(v.lostAcked), v.lostAcked[0].i)
+	}
+	t.Logf("switchover: %d writes attempted, %d acknowledged, %d present; drain %v, promote %v, timeline %d",
+		len(attempts), w.acked(), v.present, res.Drain.Round(time.Millisecond), res.Promote.Round(time.Millisecond), res.Timeline)
+	if res.Timeline != 2 {
+		t.Errorf("timeline after promotion = %d, want 2", res.Timeline)
+	}
+
+	// The new primary accepts writes and archives its history file.
+	if _, _, err := newStore.Put(ctx, bytes.NewReader(blobData(-1)), blobstore.PutOptions{}); err != nil {
+		t.Fatalf("write on the new primary: %v", err)
+	}
+	waitFor(t, 30*time.Second, "00000002.history in the archive", func() bool {
+		return fileExists(filepath.Join(p.archive, "00000002.history"))
+	})
+
+	// The old primary refuses to start, saying how to rejoin.
+	if c, err := pgcluster.Start(ctx, p.primaryCfg); !errors.Is(err, pgcluster.ErrFenced) {
+		if c != nil {
+			c.Stop(ctx)
+		}
+		t.Fatalf("starting the old primary: %v, want ErrFenced", err)
+	} else if !strings.Contains(err.Error(), "--rebuild") {
+		t.Errorf("fence message does not say how to rejoin: %v", err)
+	}
+	if ok, line := replication.Check(replication.GetStatus(ctx, replication.Sources{
+		PrimaryDSN: p.primary.DSN("postgres"), StandbyDSN: p.standby.DSN("postgres"),
+	}), replication.Thresholds{}); ok || !strings.Contains(line, "standby is a primary") {
+		t.Errorf("after promotion Check = %v %q", ok, line)
+	}
+
+	// Rejoin: the old primary's directory becomes the new standby.
+	rejoin := replication.StandbyConfig{
+		DataDir:     p.primaryCfg.DataDir,
+		PrimaryDSN:  p.standby.DSN("postgres"),
+		ArchiveDir:  p.archive,
+		ImmutBinary: immutBin,
+		RPO:         rpo,
+		Settings:    map[string]string{"wal_retrieve_retry_interval": "100ms"},
+		Logger:      pgtestLogger(t),
+	}
+	if _, err := replication.Provision(ctx, rejoin); err == nil {
+		t.Fatal("Provision replaced a fenced primary without Rebuild")
+	}
+	rejoin.Rebuild = true
+	if created, err := replication.Provision(ctx, rejoin); err != nil || !created {
+		t.Fatalf("rebuild: %v, %v", created, err)
+	}
+	standby2, err := replication.Start(ctx, rejoin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer standby2.Stop(ctx)
+	late := blobData(-2)
+	if _, _, err := newStore.Put(ctx, bytes.NewReader(late), blobstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, p.standby.DSN("postgres"), "SELECT pg_switch_wal()")
+	rebuilt := openStore(t, standby2.DSN("immut"))
+	waitFor(t, 30*time.Second, "a new write on the rebuilt standby", func() bool {
+		_, err := rebuilt.Stat(ctx, blobstore.Sum(late))
+		return err == nil
+	})
+	mon := replication.NewMonitor(replication.Sources{PrimaryDSN: p.standby.DSN("postgres"), StandbyDSN: standby2.DSN("postgres")}, replication.Thresholds{})
+	if ok, line := mon.Check(ctx); !ok {
+		t.Errorf("rebuilt pair: %s", line)
+	}
+}
+
+// TestCrash: the primary's processes are killed (SIGKILL) under a steady
+// writer and the standby is promoted. Without salvage, what survives is a
+// prefix of what was written and holds every blob acknowledged more than
+// one RPO (plus archive_timeout's one-second granularity) before the crash;
+// with salvage from the dead primary's pg_wal, every acknowledged blob.
+func TestCrash(t *testing.T) {
+	for _, salvage := range []bool{false, true} {
+		name := "without salvage"
+		if salvage {
+			name = "with salvage"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			p := newPair(t)
+			w := startWriter(t, openStore(t, p.primary.DSN("immut")))
+			w.waitAcked(t, 20)
+			// Let archive_timeout ship a few segments under load.
+			var archived0 int64
+			query(t, p.primary.DSN("postgres"), "SELECT archived_count FROM pg_stat_archiver", &archived0)
+			waitFor(t, 30*time.Second, "two timeout-driven segment switches", func() bool {
+				var n int64
+				query(t, p.primary.DSN("postgres"), "SELECT archived_count FROM pg_stat_archiver", &n)
+				return n >= archived0+2
+			})
+			crashAt := time.Now()
+			syscall.Kill(-p.primary.Pid(), syscall.SIGKILL) // the whole server, not just the postmaster
+			p.primary.Kill()
+			attempts := w.finish()
+
+			res, err := replication.Failover(ctx, replication.PromoteConfig{
+				StandbyDSN:     p.standby.DSN("postgres"),
+				PrimaryDSN:     p.primary.DSN("postgres"),
+				PrimaryDataDir: p.primaryCfg.DataDir,
+				ArchiveDir:     p.archive,
+				Salvage:        salvage,
+				Timeout:        30 * time.Second,
+				Logger:         pgtestLogger(t),
+			})
+			if err != nil {
+				t.Fatalf("Failover: %v", err)
+			}
+			v := check(t, openStore(t, p.standby.DSN("immut")), attempts)
+			lastAcked := time.Time{}
+			for _, a := range attempts {
+				if a.acked {
+					lastAcked = a.ackedAt
+				}
+			}
+			window := time.Duration(0)
+			if len(v.lostAcked) > 0 {
+				window = crashAt.Sub(v.lostAcked[0].ackedAt)
+			}
+			t.Logf("crash %s: %d acknowledged, %d present, %d acknowledged lost (oldest acknowledged %v before the crash; archive_timeout %v); salvaged %v; promote %v; last ack %v before crash",
+				name, w.acked(), v.present, len(v.lostAcked), window.Round(time.Millisecond), rpo, res.Salvaged,
+				res.Promote.Round(time.Millisecond), crashAt.Sub(lastAcked).Round(time.Millisecond))
+			if salvage {
+				if len(v.lostAcked) > 0 {
+					t.Fatalf("salvage lost %d acknowledged blobs", len(v.lostAcked))
+				}
+				if len(res.Salvaged) == 0 {
+					t.Error("nothing salvaged: the crash left no unarchived WAL?")
+				}
+			} else if bound := rpo + time.Second; window > bound {
+				t.Fatalf("lost a blob acknowledged %v before the crash; the bound is %v", window, bound)
+			}
+			if c, err := pgcluster.Start(ctx, p.primaryCfg); !errors.Is(err, pgcluster.ErrFenced) {
+				if c != nil {
+					c.Stop(ctx)
+				}
+				t.Fatalf("the crashed primary restarted: %v", err)
+			}
+		})
+	}
+}
+
+// TestArchiveUnwritable: when archive_command fails, status, Check and the
+// metrics say so; once the archive is writable again, archiving resumes and
+// the check recovers. Then a promotion with the primary still up is
+// reported as two primaries.
+func TestArchiveUnwritable(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t)
+	mon := replication.NewMonitor(replication.Sources{
+		PrimaryDSN: p.primary.DSN("postgres"), StandbyDSN: p.standby.DSN("postgres"), ArchiveDir: p.archive,
+	}, replication.Thresholds{})
+	reg := prometheus.NewRegistry()
+	if err := mon.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, p.primary.DSN("postgres"), "CREATE TABLE filler (v text)")
+	// Each switch finishes a 16 MiB segment; one every half second keeps
+	// the archiver busy without piling up a backlog to copy later.
+	var lastSwitch time.Time
+	writeAndSwitch := func() {
+		if time.Since(lastSwitch) < 500*time.Millisecond {
+			return
+		}
+		lastSwitch = time.Now()
+		execSQL(t, p.primary.DSN("postgres"), "INSERT INTO filler SELECT 'x' FROM generate_series(1, 100)")
+		execSQL(t, p.primary.DSN("postgres"), "SELECT pg_switch_wal()")
+	}
+	waitFor(t, 30*time.Second, "a healthy pair", func() bool { ok, _ := mon.Check(ctx); return ok })
+
+	if err := chmod(p.archive, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	var st replication.Status
+	waitFor(t, 30*time.Second, "the archiver to report a failure", func() bool {
+		writeAndSwitch()
+		st = mon.Status(ctx)
+		return st.Archiver.Failing
+	})
+	ok, line := replication.Check(st, replication.Thresholds{})
+	t.Logf("archive unwritable: %s", line)
+	if ok || !strings.Contains(line, "ServiceKO : ") || !strings.Contains(line, "archiving failing") {
+		t.Errorf("Check = %v %q", ok, line)
+	}
+	if got := gauge(t, reg, "immut_replication_archive_failing"); got != 1 {
+		t.Errorf("immut_replication_archive_failing = %v", got)
+	}
+	if got := gauge(t, reg, "immut_replication_ok"); got != 0 {
+		t.Errorf("immut_replication_ok = %v", got)
+	}
+
+	if err := chmod(p.archive, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "archiving to resume and the check to recover", func() bool {
+		writeAndSwitch()
+		st = mon.Status(ctx)
+		ok, _ := replication.Check(st, replication.Thresholds{})
+		return ok && st.Archiver.Backlog == 0
+	})
+	if got := gauge(t, reg, "immut_replication_archive_failing"); got != 0 {
+		t.Errorf("immut_replication_archive_failing after recovery = %v", got)
+	}
+	if got := gauge(t, reg, "immut_replication_up"); got != 2 {
+		t.Errorf("immut_replication_up summed over nodes = %v, want 2", got)
+	}
+
+	// Promoting the standby behind the running primary's back.
+	execSQL(t, p.standby.DSN("postgres"), "SELECT pg_promote(true, 60)")
+	ok, line = mon.Check(ctx)
+	if ok || !strings.Contains(line, "two primaries") {
+		t.Errorf("after a promotion with the primary up: %v %q", ok, line)
+	}
+}
+
+// TestMeasureVisibility reports the time from a commit on the primary to its
+// visibility on the standby, with and without pg_switch_wal, for the README.
+func TestMeasureVisibility(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	ctx := context.Background()
+	p := newPair(t)
+	primary := openStore(t, p.primary.DSN("immut"))
+	standby := openStore(t, p.standby.DSN("immut"))
+	measure := func(i int, switchWAL bool) time.Duration {
+		data := blobData(1_000_000 + i)
+		if _, _, err := primary.Put(ctx, bytes.NewReader(data), blobstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if switchWAL {
+			execSQL(t, p.primary.DSN("postgres"), "SELECT pg_switch_wal()")
+		}
+		h := blobstore.Sum(data)
+		deadline := start.Add(3*rpo + 5*time.Second)
+		for {
+			if _, err := standby.Stat(ctx, h); err == nil {
+				return time.Since(start)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("blob not visible on the standby after %v", time.Since(start))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	var with, without []time.Duration
+	for i := range 9 {
+		with = append(with, measure(i, true))
+	}
+	for i := range 5 {
+		// Commits land at random points of the archive_timeout cycle.
+		time.Sleep(rand.N(rpo))
+		without = append(without, measure(100+i, false))
+	}
+	med := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
+	t.Logf("commit→visible on the standby: median %v with pg_switch_wal (%v), %v without (archive_timeout %v; %v)",
+		med(with).Round(time.Millisecond), with, med(without).Round(time.Millisecond), rpo, without)
+}
+
+func query(t *testing.T, dsn, sql string, dst any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, sql).Scan(dst); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func chmod(path string, mode uint32) error { return syscall.Chmod(path, mode) }
+
+// gauge sums the samples of a gauge family in reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+			return sum
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
