@@ -20,6 +20,33 @@ import (
 func init() {
 	commands["put"] = command{summary: "upload FILE (- for stdin) and print its immutable URL; --name also moves a name", run: runPut}
 	commands["get"] = command{summary: "download HASH, verifying it (-o FILE)", run: runGet}
+	commands["probe"] = command{summary: "exit 0 if --url answers 2xx within --timeout (container health checks)", run: runProbe}
+}
+
+// runProbe is a health check for images without curl: GET a URL, succeed on 2xx.
+func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("probe", stderr)
+	target := fs.String("url", "http://127.0.0.1:8080/healthz", "URL to check")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *target, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s answered %s", *target, resp.Status)
+	}
+	return nil
 }
 
 // httpClient bounds connection set-up and header waits; bodies stream for

@@ -21,6 +21,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	token := fs.String("token", "", "bearer token required for writes (required)")
 	workers := fs.Int("workers", 0, "run N worker processes on ports --worker-base-port.. (0: serve in this process on --listen)")
 	basePort := fs.Int("worker-base-port", 18081, "with --workers: worker i listens on this port + i")
+	workerHost := fs.String("worker-host", "127.0.0.1", "with --workers: address the workers bind (0.0.0.0 when the front runs on another host or container)")
 	procs := fs.Int("worker-procs", 1, "with --workers: GOMAXPROCS of each worker")
 	control := fs.String("control", "", "with --workers: unix socket that accepts rolling-restart requests")
 	rolling := fs.Bool("rolling-restart", false, "ask the immut serving --control to restart its workers one by one, and wait")
@@ -59,7 +60,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *workers > 0 {
 		sup, err := startTier(ctx, tierConfig{
-			Workers: *workers, BasePort: *basePort, Procs: *procs,
+			Workers: *workers, Host: *workerHost, BasePort: *basePort, Procs: *procs,
 			DSN: *dsn, Token: *token, Store: sf, LogLevel: *logLevel, Log: log, Output: stderr,
 		})
 		if err != nil {

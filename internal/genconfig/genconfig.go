@@ -162,6 +162,8 @@ defaults
 
 frontend immut
     bind %s
+    # The load balancer's own liveness, for its health check.
+    monitor-uri /lb-health
     default_backend immut_fronts
 
 backend immut_fronts
@@ -172,7 +174,9 @@ backend immut_fronts
     option httpchk
     http-check send meth GET uri %s
     http-check expect status 200
-    default-server inter 2s fall 3 rise 2
+    # A host that does not resolve yet starts in maintenance instead of
+    # stopping the load balancer.
+    default-server inter 2s fall 3 rise 2 init-addr last,libc,none
 `, t.LBListen, t.HealthPath)
 	for _, h := range t.Hosts {
 		for i := 0; i < h.Workers; i++ {
