@@ -293,6 +293,9 @@ type LocalConfig struct {
 	// ArchiveDir is the WAL archive (<data>/wal-archive), the one given to
 	// PrimarySettings. Required; it is private to this standby.
 	ArchiveDir string
+	// Rebuild: as in StandbyConfig; set it so that a fenced former primary
+	// rejoins as the standby on the next start.
+	Rebuild bool
 	// ImmutBinary, RunAs, Settings, Logger: as in StandbyConfig.
 	ImmutBinary string
 	RunAs       string
@@ -329,6 +332,7 @@ func RunLocal(ctx context.Context, primary *pgcluster.Cluster, cfg LocalConfig) 
 		ImmutBinary:    cfg.ImmutBinary,
 		PrivateArchive: true,
 		Settings:       cfg.Settings,
+		Rebuild:        cfg.Rebuild,
 		BinDir:         primary.BinDir(),
 		RunAs:          cfg.RunAs,
 		Logger:         cfg.Logger,
@@ -344,18 +348,65 @@ func RunLocal(ctx context.Context, primary *pgcluster.Cluster, cfg LocalConfig) 
 }
 
 // LocalPrimaryDir returns which data directory of the `immut up --standby`
-// layout holds the primary: <data>/pg, unless it is fenced and <data>/standby
-// was promoted, then <data>/standby. A fenced <data>/pg with no promoted
-// standby is an error that says so.
-func LocalPrimaryDir(data string) (string, error) {
+// layout holds the primary, and which the standby: <data>/pg and
+// <data>/standby at first; after a promotion of the standby (which fences
+// <data>/pg) the roles swap, and they stay swapped once <data>/pg is rebuilt
+// as the new standby. The standby directory may be fenced (rebuild it with
+// LocalConfig.Rebuild) or missing (provision it).
+func LocalPrimaryDir(data string) (primary, standby string) {
 	pg, sb := filepath.Join(data, "pg"), filepath.Join(data, "standby")
-	if !IsFenced(pg) {
-		return pg, nil
+	writable := func(dir string) bool {
+		return pgcluster.Initialized(dir) && !IsStandby(dir) && !IsFenced(dir)
 	}
-	if pgcluster.Initialized(sb) && !IsStandby(sb) {
-		return sb, nil
+	if !writable(pg) && writable(sb) {
+		return sb, pg
 	}
-	return "", fmt.Errorf("%s is fenced and %s is not a promoted primary", pg, sb)
+	return pg, sb
 }
 
 func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
+
+// ConfigureArchiving turns archiving on in a running primary that immut did
+// not start (ALTER SYSTEM, then a configuration reload) and reports the
+// settings that only take effect after a restart of the primary (typically
+// archive_mode). settings come from PrimarySettings.
+func ConfigureArchiving(ctx context.Context, primaryDSN string, settings map[string]string) (needRestart []string, err error) {
+	conn, err := pgx.Connect(ctx, primaryDSN)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the primary: %w", err)
+	}
+	defer conn.Close(context.Background())
+	for _, k := range sortedKeys(settings) {
+		stmt := "ALTER SYSTEM SET " + pgx.Identifier{k}.Sanitize() + " = '" + strings.ReplaceAll(settings[k], "'", "''") + "'"
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return nil, fmt.Errorf("reloading the primary's configuration: %w", err)
+	}
+	// A reload reaches sessions between queries; ask a fresh one.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fresh, err := pgx.Connect(ctx, primaryDSN)
+		if err != nil {
+			return nil, err
+		}
+		var mode, level, command string
+		err = fresh.QueryRow(ctx, "SELECT current_setting('archive_mode'), current_setting('wal_level'), current_setting('archive_command')").Scan(&mode, &level, &command)
+		fresh.Close(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		if command == settings["archive_command"] || time.Now().After(deadline) {
+			if mode == "off" {
+				needRestart = append(needRestart, "archive_mode")
+			}
+			if level == "minimal" {
+				needRestart = append(needRestart, "wal_level")
+			}
+			return needRestart, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

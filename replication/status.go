@@ -154,7 +154,7 @@ func GetStatus(ctx context.Context, src Sources) Status {
 func queryNode(ctx context.Context, dsn string, timeout time.Duration, more func(context.Context, *pgx.Conn) error) Node {
 	var n Node
 	if dsn == "" {
-		n.Error = "not configured"
+		n.Error = "no connection string (server not running?)"
 		return n
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)

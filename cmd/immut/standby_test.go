@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/immut/immut/internal/pgcluster"
+	"github.com/immut/immut/internal/pgcluster/pgtest"
+)
+
+// TestStandbyCommands drives the standby commands as an operator would
+// against a primary immut did not configure: setup says a restart is
+// needed, the restarted primary archives, setup runs the standby, status
+// reports it (text and JSON), promote switches over and fences the old
+// primary, and status then reports the promoted standby as KO.
+func TestStandbyCommands(t *testing.T) {
+	ctx := context.Background()
+	bin := immutBinary(t)
+	dir := pgtest.TempDir(t)
+	archive := filepath.Join(dir, "archive")
+	standbyDir := filepath.Join(dir, "standby")
+	pcfg := pgcluster.Config{DataDir: filepath.Join(dir, "primary")}
+	if _, err := pgcluster.Init(ctx, pcfg); err != nil {
+		t.Fatal(err)
+	}
+	primary, err := pgcluster.Start(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { primary.Stop(ctx) }()
+
+	out, err := exec.Command(bin, "standby", "setup", "--primary", primary.DSN("postgres"), "--archive", archive,
+		"--data", standbyDir, "--rpo", "2s", "--no-start", "--log-level", "warn").CombinedOutput()
+	if err != nil {
+		t.Fatalf("setup --no-start: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "needs a restart for archive_mode") || !strings.Contains(string(out), "base backup taken") {
+		t.Fatalf("setup output:\n%s", out)
+	}
+	// The operator restarts the primary; ALTER SYSTEM kept the settings.
+	if err := primary.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if primary, err = pgcluster.Start(ctx, pcfg); err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	pgQuery(t, primary.DSN("postgres"), "SHOW archive_mode", &mode)
+	if mode != "on" {
+		t.Fatalf("archive_mode after restart = %q", mode)
+	}
+
+	// setup again: the standby exists, so it only runs it (foreground).
+	setup := exec.Command(bin, "standby", "setup", "--archive", archive, "--data", standbyDir, "--log-level", "warn")
+	setup.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, _ := setup.StdoutPipe()
+	setup.Stderr = os.Stderr
+	if err := setup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		setup.Process.Signal(os.Interrupt)
+		setup.Wait()
+	}()
+	standbyDSN := ""
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if dsn, ok := strings.CutPrefix(sc.Text(), "standby running (Ctrl-C stops it): "); ok {
+			standbyDSN = dsn
+			break
+		}
+	}
+	if standbyDSN == "" {
+		t.Fatal("setup did not report a running standby")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+
+	// Status: healthy once the archive has something.
+	pgExec(t, primary.DSN("postgres"), "CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()")
+	var st struct {
+		OK       bool   `json:"ok"`
+		Check    string `json:"check"`
+		LagBytes int64  `json:"lag_bytes"`
+		Standby  struct {
+			InRecovery bool `json:"in_recovery"`
+		} `json:"standby"`
+		Archiver struct {
+			ArchivedCount int64 `json:"archived_count"`
+		} `json:"archiver"`
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, out, stderr := runCLI("standby", "status", "--primary", primary.DSN("postgres"), "--standby", standbyDSN, "--archive", archive, "--json")
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s%s", err, out, stderr)
+		}
+		if code == 0 && st.OK && st.Standby.InRecovery && st.Archiver.ArchivedCount > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status not OK in time: exit %d\n%s", code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, text, _ := runCLI("standby", "status", "--primary", primary.DSN("postgres"), "--standby", standbyDSN, "--archive", archive)
+	if code != 0 || !strings.Contains(text, "ServiceOK : ") || !strings.Contains(text, "in recovery") {
+		t.Fatalf("status: exit %d\n%s", code, text)
+	}
+
+	// Planned switchover.
+	code, text, errText := runCLI("standby", "promote", "--primary", primary.DSN("postgres"), "--standby", standbyDSN,
+		"--primary-data", pcfg.DataDir, "--log-level", "warn")
+	if code != 0 || !strings.Contains(text, "promoted: timeline 2") || !strings.Contains(text, "fenced the old primary") {
+		t.Fatalf("promote: exit %d\n%s%s", code, text, errText)
+	}
+	var v int
+	pgQuery(t, standbyDSN, "SELECT v FROM t", &v)
+	pgExec(t, standbyDSN, "INSERT INTO t VALUES (2)")
+	code, text, _ = runCLI("standby", "status", "--primary", primary.DSN("postgres"), "--standby", standbyDSN)
+	if code != exitKO || !strings.Contains(text, "ServiceKO : primary unreachable") || !strings.Contains(text, "the standby is a primary") {
+		t.Fatalf("status after promotion: exit %d\n%s", code, text)
+	}
+	if _, err := pgcluster.Start(ctx, pcfg); !errors.Is(err, pgcluster.ErrFenced) {
+		t.Fatalf("old primary start: %v, want ErrFenced", err)
+	}
+}
+
+func TestStandbyBadUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no subcommand", []string{"standby"}, 2, "usage: immut standby"},
+		{"unknown subcommand", []string{"standby", "frobnicate"}, 2, "usage: immut standby"},
+		{"setup without archive", []string{"standby", "setup", "--data", "/nonexistent"}, 2, "--archive and --data are required"},
+		{"status without servers", []string{"standby", "status"}, 1, "give --data DIR"},
+		{"status of a missing layout", []string{"standby", "status", "--data", "/nonexistent-immut"}, 1, "holds no immut up cluster"},
+		{"salvage without emergency", []string{"standby", "promote", "--standby", "host=/nonexistent", "--salvage"}, 1, "--salvage goes with --emergency"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, want %d; stderr %q does not contain %q", code, tc.code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+func pgExec(t *testing.T, dsn, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func pgQuery(t *testing.T, dsn, sql string, dst any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, sql).Scan(dst); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
