@@ -192,23 +192,3 @@ func alive(pid int) bool {
 	}
 	return true
 }
-
-// RunTool runs one of the server binaries (pg_ctl, pg_controldata, ...) as
-// the server user and returns its combined output.
-func RunTool(ctx context.Context, cfg Config, name string, args ...string) ([]byte, error) {
-	if cfg.DataDir == "" {
-		cfg.DataDir = "/"
-	}
-	if err := cfg.fill(); err != nil {
-		return nil, err
-	}
-	o, err := cfg.owner()
-	if err != nil {
-		return nil, err
-	}
-	out, err := o.command(ctx, cfg.BinDir, name, args...).CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("%s: %w\n%s", name, err, tail(out, 2000))
-	}
-	return out, nil
-}

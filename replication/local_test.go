@@ -1,0 +1,101 @@
+package replication_test
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/internal/pgcluster"
+	"github.com/immut/immut/internal/pgcluster/pgtest"
+	"github.com/immut/immut/replication"
+)
+
+// TestLocalLayout follows `immut up --standby` through a failover and two
+// restarts with the calls up makes: LocalPrimaryDir, PrimarySettings,
+// RunLocal. After the promotion the roles swap for good and the fenced old
+// primary is rebuilt as the standby on the next start.
+func TestLocalLayout(t *testing.T) {
+	ctx := context.Background()
+	data := pgtest.TempDir(t)
+	archive := filepath.Join(data, "wal-archive")
+	settings := map[string]string{"wal_retrieve_retry_interval": "100ms"}
+
+	// up: start the primary with archiving, then the standby.
+	up := func() (primary, standby *pgcluster.Cluster) {
+		t.Helper()
+		primaryDir, standbyDir := replication.LocalPrimaryDir(data)
+		if err := replication.PrepareArchiveDir(archive, ""); err != nil {
+			t.Fatal(err)
+		}
+		cfg := pgcluster.Config{DataDir: primaryDir, Settings: replication.PrimarySettings(archive, immutBin, rpo)}
+		if _, err := pgcluster.Init(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		primary, err := pgcluster.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { primary.Stop(context.Background()) })
+		if err := primary.CreateDatabase(ctx, "immut"); err != nil {
+			t.Fatal(err)
+		}
+		standby, err = replication.RunLocal(ctx, primary, replication.LocalConfig{
+			DataDir: standbyDir, ArchiveDir: archive, ImmutBinary: immutBin, Rebuild: true, Settings: settings,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { standby.Stop(context.Background()) })
+		return primary, standby
+	}
+	stop := func(cs ...*pgcluster.Cluster) {
+		for _, c := range cs {
+			if err := c.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	primary, standby := up()
+	if primary.DataDir() != filepath.Join(data, "pg") || standby.DataDir() != filepath.Join(data, "standby") {
+		t.Fatalf("first start: primary %s, standby %s", primary.DataDir(), standby.DataDir())
+	}
+	store := openStore(t, primary.DSN("immut"))
+	if _, err := blobstore.Migrate(ctx, store.Pool()); err != nil {
+		t.Fatal(err)
+	}
+	kept := blobData(7)
+	if _, _, err := store.Put(ctx, bytes.NewReader(kept), blobstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A restart reuses both clusters (no new base backup).
+	stop(standby, primary)
+	primary, standby = up()
+	if primary.DataDir() != filepath.Join(data, "pg") {
+		t.Fatalf("restart moved the primary to %s", primary.DataDir())
+	}
+
+	if _, err := replication.Switchover(ctx, replication.PromoteConfig{
+		StandbyDSN: standby.DSN("postgres"), PrimaryDSN: primary.DSN("postgres"),
+		StopPrimary: primary.Stop, PrimaryDataDir: primary.DataDir(), Timeout: 30 * time.Second,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop(standby)
+
+	// Next start: the promoted standby is the primary, the old one rejoins.
+	primary, standby = up()
+	if primary.DataDir() != filepath.Join(data, "standby") || standby.DataDir() != filepath.Join(data, "pg") {
+		t.Fatalf("after failover: primary %s, standby %s", primary.DataDir(), standby.DataDir())
+	}
+	if _, err := openStore(t, primary.DSN("immut")).Stat(ctx, blobstore.Sum(kept)); err != nil {
+		t.Fatalf("blob written before the switchover: %v", err)
+	}
+	mon := replication.NewMonitor(replication.Sources{PrimaryDSN: primary.DSN("postgres"), StandbyDSN: standby.DSN("postgres"), ArchiveDir: archive}, replication.Thresholds{})
+	waitFor(t, 30*time.Second, "a healthy swapped pair", func() bool { ok, _ := mon.Check(ctx); return ok })
+	_, line := mon.Check(ctx)
+	t.Log(line)
+}
