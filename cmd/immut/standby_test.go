@@ -17,6 +17,7 @@ import (
 
 	"github.com/immut/immut/internal/pgcluster"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
+	"github.com/immut/immut/replication"
 )
 
 // TestStandbyCommands drives the standby commands as an operator would
@@ -188,5 +189,65 @@ func pgQuery(t *testing.T, dsn, sql string, dst any) {
 	defer conn.Close(context.Background())
 	if err := conn.QueryRow(ctx, sql).Scan(dst); err != nil {
 		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// TestStandbyDataLayout: status and promote find the clusters of the
+// immut up --standby layout from --data alone, before and after the roles
+// swap.
+func TestStandbyDataLayout(t *testing.T) {
+	ctx := context.Background()
+	bin := immutBinary(t)
+	data := pgtest.TempDir(t)
+	archive := filepath.Join(data, "wal-archive")
+	if err := replication.PrepareArchiveDir(archive, ""); err != nil {
+		t.Fatal(err)
+	}
+	pcfg := pgcluster.Config{DataDir: filepath.Join(data, "pg"), Settings: replication.PrimarySettings(archive, bin, 2*time.Second)}
+	if _, err := pgcluster.Init(ctx, pcfg); err != nil {
+		t.Fatal(err)
+	}
+	primary, err := pgcluster.Start(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer primary.Stop(ctx)
+	standby, err := replication.RunLocal(ctx, primary, replication.LocalConfig{
+		DataDir: filepath.Join(data, "standby"), ArchiveDir: archive, ImmutBinary: bin,
+		Settings: map[string]string{"wal_retrieve_retry_interval": "100ms"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer standby.Stop(ctx)
+	pgExec(t, primary.DSN("postgres"), "CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()")
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, out, _ := runCLI("standby", "status", "--data", data)
+		if code == 0 && strings.Contains(out, "ServiceOK : ") && strings.Contains(out, "archive  "+archive) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status --data not OK: exit %d\n%s", code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, out, errText := runCLI("standby", "promote", "--data", data, "--json", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("promote --data: exit %d\n%s%s", code, out, errText)
+	}
+	var res replication.PromoteResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Timeline != 2 || res.Fenced != pcfg.DataDir {
+		t.Fatalf("promote --json: %v %+v", err, res)
+	}
+	// Now DIR/standby is the primary and DIR/pg, fenced, is a standby to rebuild.
+	code, out, _ = runCLI("standby", "status", "--data", data, "--json")
+	var st replication.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatal(err)
+	}
+	if code != exitKO || !st.Primary.Reachable || st.Primary.InRecovery || st.Standby.Reachable {
+		t.Fatalf("status --data after promotion: exit %d\n%s", code, out)
 	}
 }
