@@ -107,6 +107,32 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo writes the blob from the current offset up to the read-ahead
+// limit (the end of the blob unless ReadAheadLimit moved it) straight from
+// the chunk buffers, saving the copy through a caller's buffer.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	end := min(r.horizon, r.blob.Size)
+	cs := int64(r.blob.chunkSize)
+	var total int64
+	for r.off < end {
+		seq := int(r.off / cs)
+		if seq != r.bufSeq {
+			if err := r.load(seq); err != nil {
+				return total, err
+			}
+		}
+		lo := r.off - int64(seq)*cs
+		hi := min(int64(len(r.buf)), end-int64(seq)*cs)
+		n, err := w.Write(r.buf[lo:hi])
+		r.off += int64(n)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
 func (r *Reader) chunks() int {
 	cs := int64(r.blob.chunkSize)
 	return int((r.blob.Size + cs - 1) / cs)

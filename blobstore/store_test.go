@@ -364,3 +364,21 @@ func webpHeader(w, h int) []byte {
 	b.Write(body.Bytes())
 	return b.Bytes()
 }
+
+func TestWriteToHonoursOffsetAndLimit(t *testing.T) {
+	const cs = 4096
+	s := newStore(t, Config{ChunkSize: cs})
+	data := randomBytes(t, 5*cs+123)
+	b, _, _ := s.Put(context.Background(), bytes.NewReader(data), PutOptions{})
+	for _, tc := range []struct{ off, end int64 }{{0, int64(len(data))}, {10, 20}, {cs - 1, 3*cs + 1}, {int64(len(data)) - 1, int64(len(data))}} {
+		r, _ := s.Open(context.Background(), b.Hash)
+		r.ReadAheadLimit(tc.end)
+		r.Seek(tc.off, io.SeekStart)
+		var out bytes.Buffer
+		n, err := r.WriteTo(&out)
+		r.Close()
+		if err != nil || n != tc.end-tc.off || !bytes.Equal(out.Bytes(), data[tc.off:tc.end]) {
+			t.Fatalf("WriteTo [%d,%d): %d bytes, %v", tc.off, tc.end, n, err)
+		}
+	}
+}

@@ -148,9 +148,8 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if _, err := rd.Seek(start, io.SeekStart); err != nil {
 		return err
 	}
-	buf := make([]byte, 32<<10)
-	if _, err := io.CopyBuffer(w, io.LimitReader(rd, length), buf); err != nil {
-		return fmt.Errorf("streaming blob %s: %w", h, err)
+	if n, err := rd.WriteTo(w); err != nil || n != length {
+		return fmt.Errorf("streaming blob %s: %d of %d bytes: %w", h, n, length, err)
 	}
 	return nil
 }
