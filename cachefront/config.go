@@ -72,6 +72,12 @@ type Config struct {
 	// 431. Default 16 KiB.
 	MaxHeaderBytes int
 
+	// SkipVerify turns off checking, before a /b/<hash> response is stored,
+	// that its body's BLAKE3-256 is <hash>. The check keeps an origin fault
+	// from being served for a year under an immutable URL; it costs one hash
+	// per miss (a few microseconds for 16 KiB).
+	SkipVerify bool
+
 	// Logger receives state changes (backend up/down) and errors, never one
 	// line per request. Default: discard.
 	Logger *slog.Logger

@@ -274,31 +274,35 @@ func TestExpiryAndStaleIfError(t *testing.T) {
 	if r := get(t, url); string(r.body) != "version 1" {
 		t.Fatalf("first: %q", r.body)
 	}
+	t0 := time.Now()
 	settle(f)
-	if r := get(t, url); r.header.Get("X-Cache") != "HIT" || string(r.body) != "version 1" {
+	// (On a loaded machine a second may pass before the check; then the
+	// object is legitimately stale and this step proves nothing.)
+	if r := get(t, url); time.Since(t0) < 900*time.Millisecond && (r.header.Get("X-Cache") != "HIT" || string(r.body) != "version 1") {
 		t.Fatalf("fresh: %s %q", r.header.Get("X-Cache"), r.body)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(time.Until(t0.Add(1100 * time.Millisecond)))
 	r := get(t, url)
-	if r.header.Get("X-Cache") != "MISS" || string(r.body) != "version 2" {
-		t.Fatalf("after max-age: %s %q, want a MISS with version 2", r.header.Get("X-Cache"), r.body)
+	if r.header.Get("X-Cache") != "MISS" || string(r.body) == "version 1" {
+		t.Fatalf("after max-age: %s %q, want a MISS with a new version", r.header.Get("X-Cache"), r.body)
 	}
+	latest := string(r.body)
 	settle(f)
 	time.Sleep(1100 * time.Millisecond)
 
 	// Stale, and the origin answers 5xx: the stale copy is served.
 	o.failing.Store(true)
 	r = get(t, url)
-	if r.status != 200 || string(r.body) != "version 2" || r.header.Get("X-Cache") != "HIT" {
-		t.Fatalf("origin 5xx: %d %s %q, want the stale version 2", r.status, r.header.Get("X-Cache"), r.body)
+	if r.status != 200 || string(r.body) != latest || r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("origin 5xx: %d %s %q, want the stale %q", r.status, r.header.Get("X-Cache"), r.body, latest)
 	}
 	if !strings.Contains(r.header.Get("Cache-Status"), "stale") {
 		t.Fatalf("Cache-Status %q does not say stale", r.header.Get("Cache-Status"))
 	}
 	// The origin is gone: still the stale copy; a key never cached gets 502.
 	o.srv.Close()
-	if r := get(t, url); r.status != 200 || string(r.body) != "version 2" {
-		t.Fatalf("origin down: %d %q, want the stale version 2", r.status, r.body)
+	if r := get(t, url); r.status != 200 || string(r.body) != latest {
+		t.Fatalf("origin down: %d %q, want the stale %q", r.status, r.body, latest)
 	}
 	r = get(t, urls[0]+"/case/never-seen")
 	if r.status != http.StatusBadGateway || r.header.Get("Content-Type") != "application/json" {
@@ -651,12 +655,15 @@ func TestRevalidateStale(t *testing.T) {
 	if got := o.lastHeader("/case/etagged").Get("If-None-Match"); got != `"v1"` {
 		t.Fatalf("origin saw If-None-Match %q, want the stored ETag", got)
 	}
+	t0 := time.Now()
 	settle(f)
-	if r := get(t, url); r.header.Get("X-Cache") != "HIT" || string(r.body) != "the body" {
-		t.Fatalf("after revalidation: %s %q, want a fresh HIT", r.header.Get("X-Cache"), r.body)
-	}
-	if got := o.count("/case/etagged"); got != 2 {
-		t.Fatalf("origin requests = %d, want 2", got)
+	if r := get(t, url); time.Since(t0) < 900*time.Millisecond {
+		if r.header.Get("X-Cache") != "HIT" || string(r.body) != "the body" {
+			t.Fatalf("after revalidation: %s %q, want a fresh HIT", r.header.Get("X-Cache"), r.body)
+		}
+		if got := o.count("/case/etagged"); got != 2 {
+			t.Fatalf("origin requests = %d, want 2", got)
+		}
 	}
 }
 
@@ -714,5 +721,26 @@ func TestAdminProfiles(t *testing.T) {
 				t.Fatalf("%d, want %d", r.status, tc.status)
 			}
 		})
+	}
+}
+
+func TestDigestMismatchNotServed(t *testing.T) {
+	o := newOrigin(t, "A")
+	good := []byte("the real bytes")
+	hash := o.addBlob(good)
+	o.mu.Lock()
+	o.blobs[hash] = []byte("other bytes!!!") // an origin fault
+	o.mu.Unlock()
+	f, urls := startFront(t, Config{}, o)
+	r := get(t, urls[0]+"/b/"+hash)
+	if r.status != http.StatusBadGateway || bytes.Contains(r.body, []byte("other")) {
+		t.Fatalf("mismatching body: %d %q, want 502 without the bytes", r.status, r.body)
+	}
+	settle(f)
+	o.mu.Lock()
+	o.blobs[hash] = good
+	o.mu.Unlock()
+	if r := get(t, urls[0]+"/b/"+hash); r.status != 200 || !bytes.Equal(r.body, good) || r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("after the fault: %d %s %q", r.status, r.header.Get("X-Cache"), r.body)
 	}
 }

@@ -3,7 +3,9 @@ package cachefront
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +15,20 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/zeebo/blake3"
 )
+
+// ErrDigestMismatch reports an origin body that does not hash to the
+// /b/<hash> it was fetched for.
+var ErrDigestMismatch = errors.New("body does not match its hash")
+
+// hashMatches reports whether body's BLAKE3-256 is the lowercase hex hash.
+func hashMatches(hash string, body []byte) bool {
+	sum := blake3.Sum256(body)
+	var buf [64]byte
+	hex.Encode(buf[:], sum[:])
+	return string(buf[:]) == hash
+}
 
 // Header names and values written on every response, as bytes so that the
 // hit path converts nothing.
@@ -365,6 +380,15 @@ func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale 
 			timer.Stop()
 			cancel()
 			e := newEntry(key, resp, body, fetchedAt, received, lifetime, imm, authOK)
+			if e.hash != "" && e.status == http.StatusOK && !f.cfg.SkipVerify && !hashMatches(e.hash, body) {
+				f.log.Error("origin answered with bytes that do not match the hash; not stored, not served", "path", key, "backend", b.addr)
+				if stale != nil {
+					fl.stale = stale
+				} else {
+					fl.err = fmt.Errorf("%s from %s: %w", key, b.addr, ErrDigestMismatch)
+				}
+				return
+			}
 			f.store(key, e, lifetime, imm)
 			fl.entry = e
 			return
@@ -498,6 +522,10 @@ func (f *Front) writeOriginError(ctx *fasthttp.RequestCtx, err error) {
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()) {
 		f.writeError(ctx, http.StatusGatewayTimeout, "origin timed out")
+		return
+	}
+	if errors.Is(err, ErrDigestMismatch) {
+		f.writeError(ctx, http.StatusBadGateway, "origin answered with bytes that do not match the hash")
 		return
 	}
 	f.log.Debug("origin error", "err", err)

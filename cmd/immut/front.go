@@ -32,6 +32,7 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	waitTimeout := fs.Duration("wait-timeout", cachefront.DefaultWaitTimeout, "how long a collapsed miss waits for the in-flight fetch")
 	originTimeout := fs.Duration("origin-timeout", cachefront.DefaultOriginTimeout, "how long to wait for an origin's response headers")
 	staleIfError := fs.Duration("stale-if-error", cachefront.DefaultStaleIfError, "how long past freshness a cached object may be served when the origin fails")
+	skipVerify := fs.Bool("skip-verify", false, "do not check that a /b/<hash> body hashes to <hash> before caching it")
 	memLimit := fs.Bool("memlimit", true, "set the Go memory limit from the cache budget (unless GOMEMLIMIT is set)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parseFlags(fs, args); err != nil {
@@ -71,6 +72,7 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		WaitTimeout:    *waitTimeout,
 		OriginTimeout:  *originTimeout,
 		StaleIfError:   *staleIfError,
+		SkipVerify:     *skipVerify,
 		Logger:         log,
 	})
 	if err != nil {

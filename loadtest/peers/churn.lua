@@ -2,5 +2,5 @@
 -- cache budget, so that the front keeps storing and evicting.
 math.randomseed(os.time())
 request = function()
-  return wrk.format("GET", string.format("/b/%064x", math.random(1, 10000000)))
+  return wrk.format("GET", string.format("/c/%d", math.random(1, 10000000)))
 end

@@ -51,9 +51,10 @@ wait_port() {
   echo "port $1 did not come up; logs in $work (KEEP=1 keeps them)" >&2; tail -3 "$work"/nginx/error.log "$work"/front.log >&2 || true; exit 1
 }
 
-"$work/origin" -ports "$O1,$O2" 2>"$work/origin.log" &
+"$work/origin" -ports "$O1,$O2" -keys 1000 -keyfile "$work/keys" 2>"$work/origin.log" &
 pids+=($!)
 wait_port "$O1" /healthz; wait_port "$O2" /healthz
+[ "$(wc -l <"$work/keys")" = 1000 ] || { echo "origin wrote no key file" >&2; exit 1; }
 
 mkdir -p "$work/nginx"
 sed -e "s#@DIR@#$work/nginx#g" -e "s/@O1@/$O1/; s/@O2@/$O2/; s/@P1@/$N1/; s/@P2@/$N2/" \
@@ -66,12 +67,12 @@ IMMUT_TOKEN=bench "$work/immut" front --map "$F1=$O1,$F2=$O2" \
 pids+=($!)
 front_pid=$!
 
-key() { printf '/b/%064x' "$1"; }
+key() { sed -n "${1}p" "$work/keys"; }
 wait_port "$N1" "$(key 1)"; wait_port "$F1" "$(key 1)"
 
 echo "warming both caches (1,000 keys on each port)..."
 for port in $N1 $N2 $F1 $F2; do
-  for i in $(seq 1000); do echo "url = \"http://127.0.0.1:$port$(key "$i")\""; echo "output = /dev/null"; done >"$work/warm-$port"
+  while read -r path; do echo "url = \"http://127.0.0.1:$port$path\""; echo "output = /dev/null"; done <"$work/keys" >"$work/warm-$port"
   curl -s --parallel --parallel-max 16 -K "$work/warm-$port" 2>/dev/null
 done
 sleep 1
@@ -83,9 +84,9 @@ done
 # run_wrk PORT1 PORT2 → "rps p99_ms" for both ports driven at once.
 run_wrk() {
   local half=$((CONNS / 2))
-  wrk -t1 -c"$half" -d"$DURATION" --latency -s "$here/keys.lua" "http://127.0.0.1:$1" >"$work/wrk-$1" &
+  wrk -t1 -c"$half" -d"$DURATION" --latency -s "$here/keys.lua" "http://127.0.0.1:$1" -- "$work/keys" >"$work/wrk-$1" &
   local w1=$!
-  wrk -t1 -c"$half" -d"$DURATION" --latency -s "$here/keys.lua" "http://127.0.0.1:$2" >"$work/wrk-$2" &
+  wrk -t1 -c"$half" -d"$DURATION" --latency -s "$here/keys.lua" "http://127.0.0.1:$2" -- "$work/keys" >"$work/wrk-$2" &
   local w2=$!
   wait "$w1" "$w2"
   awk -v a="$work/wrk-$1" -v b="$work/wrk-$2" 'function ms(v) {

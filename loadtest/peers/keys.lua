@@ -1,9 +1,12 @@
--- wrk script: GET one of 1,000 immutable 16 KiB objects at random.
+-- wrk script: GET one of the origin's /b/<hash> objects at random. The
+-- paths come from the file named after "--" (origin -keyfile).
 local paths = {}
-for i = 1, 1000 do
-  paths[i] = string.format("/b/%064x", i)
+init = function(args)
+  for line in io.lines(args[1]) do
+    paths[#paths + 1] = line
+  end
+  math.randomseed(os.time() + #paths)
 end
-math.randomseed(os.time())
 request = function()
-  return wrk.format("GET", paths[math.random(1000)])
+  return wrk.format("GET", paths[math.random(#paths)])
 end
