@@ -28,6 +28,13 @@ type PutOptions struct {
 // nothing is: a read error, the size limit, a digest mismatch or a database
 // error leave the store as it was.
 func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (b Blob, created bool, err error) {
+	if opt.Expected != nil && !opt.ImageOnly {
+		// The client says which blob it sends. If it is stored already,
+		// check the bytes without writing them again.
+		if existing, err := s.Stat(ctx, *opt.Expected); err == nil {
+			return s.confirmExisting(ctx, r, existing)
+		}
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return b, false, fmt.Errorf("put: begin: %w", err)
@@ -199,4 +206,31 @@ func fill(r io.Reader, buf []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// confirmExisting hashes an upload of a blob that is already stored, without
+// writing it, and answers with the stored blob if the bytes match.
+func (s *Store) confirmExisting(ctx context.Context, r io.Reader, existing Blob) (Blob, bool, error) {
+	hasher := blake3.New()
+	n, err := io.Copy(hasher, io.LimitReader(r, s.cfg.MaxBlobSize+1))
+	if err != nil {
+		return Blob{}, false, fmt.Errorf("put: %w: %w", ErrUploadRead, err)
+	}
+	if n > s.cfg.MaxBlobSize {
+		return Blob{}, false, fmt.Errorf("put: %w: over %d bytes", ErrTooLarge, s.cfg.MaxBlobSize)
+	}
+	var got Hash
+	copy(got[:], hasher.Sum(nil))
+	if got != existing.Hash {
+		return Blob{}, false, fmt.Errorf("put: %w: expected %s, got %s", ErrDigestMismatch, existing.Hash, got)
+	}
+	// Keep it from garbage collection, as a fresh upload would.
+	touched, err := scanBlob(s.pool.QueryRow(ctx, "UPDATE blobs SET last_put_at = now() WHERE hash = $1 RETURNING "+blobColumns, got[:]))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Blob{}, false, fmt.Errorf("put: blob %s was collected during the upload; upload it again", got)
+	}
+	if err != nil {
+		return Blob{}, false, fmt.Errorf("put: touching existing blob: %w", err)
+	}
+	return touched, false, nil
 }

@@ -382,3 +382,23 @@ func TestWriteToHonoursOffsetAndLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestPutWithKnownHashOfStoredBlobWritesNothing(t *testing.T) {
+	s := newStore(t, Config{ChunkSize: 4096})
+	data := randomBytes(t, 20_000)
+	b, _, err := s.Put(context.Background(), bytes.NewReader(data), PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, created, err := s.Put(context.Background(), bytes.NewReader(data), PutOptions{Expected: &b.Hash})
+	if err != nil || created || got.Hash != b.Hash || got.Size != b.Size {
+		t.Fatalf("re-upload with its hash: %+v %v %v", got, created, err)
+	}
+	other := randomBytes(t, 20_000)
+	if _, _, err := s.Put(context.Background(), bytes.NewReader(other), PutOptions{Expected: &b.Hash}); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("other bytes under a stored hash: %v", err)
+	}
+	if blobs, chunks := rowCounts(t, s); blobs != 1 || chunks != 5 {
+		t.Fatalf("%d blobs, %d chunks", blobs, chunks)
+	}
+}

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -21,6 +22,7 @@ import (
 	"github.com/zeebo/blake3"
 
 	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/httpapi"
 	"github.com/immut/immut/httpapi/apitest"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
 )
@@ -524,4 +526,43 @@ func pngHeader(w, h uint32) []byte {
 	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
 	b.Write(make([]byte, 64))
 	return b.Bytes()
+}
+
+func TestStalledUploadIsAbortedAndUploadsAreBounded(t *testing.T) {
+	s := apitest.Start(t, func(c *blobstore.Config) { c.ChunkSize = 4096 }, func(c *httpapi.Config) {
+		c.UploadStall = 300 * time.Millisecond
+		c.MaxUploads = 1
+		c.UploadWait = 100 * time.Millisecond
+	})
+	conn, err := net.Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000\r\n\r\n", apitest.Token)
+	conn.Write(randomBytes(t, 10_000)) // then nothing: a stalled client
+	time.Sleep(50 * time.Millisecond)
+
+	// The one upload slot is taken: another upload is turned away quickly.
+	c := client{t, s.URL}
+	resp, body := c.do("POST", "/v1/blobs", strings.NewReader("second"), auth...)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("upload while the slot is taken: %d %s", resp.StatusCode, body)
+	}
+	// Reads are not affected.
+	if resp, _ := c.do("GET", "/healthz", nil); resp.StatusCode != 200 {
+		t.Fatal("reads blocked by a stalled upload")
+	}
+	// The stalled upload is aborted with 408 and leaves nothing.
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	if !strings.Contains(line, "408") {
+		t.Fatalf("stalled upload answered %q", line)
+	}
+	if b, ch := rows(t, s); b != 0 || ch != 0 {
+		t.Fatalf("stalled upload left %d blobs, %d chunks", b, ch)
+	}
+	if code, _ := c.upload([]byte("after the stall")); code != 201 {
+		t.Fatalf("upload after the stall: %d", code)
+	}
 }

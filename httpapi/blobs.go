@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 
@@ -36,13 +37,39 @@ func (s *Server) auth(h handlerFunc) handlerFunc {
 }
 
 // uploadBody checks the declared length and caps the body, so an oversized
-// upload is refused before it is read and an undeclared one while it is.
-func (s *Server) uploadBody(w http.ResponseWriter, r *http.Request) (io.Reader, error) {
+// upload is refused before it is read and an undeclared one while it is. It
+// takes an upload slot (release it when done) and aborts a body that stalls.
+func (s *Server) uploadBody(w http.ResponseWriter, r *http.Request) (io.Reader, func(), error) {
 	max := s.store.MaxBlobSize()
 	if r.ContentLength > max {
-		return nil, fmt.Errorf("%w: %d bytes declared, at most %d", blobstore.ErrTooLarge, r.ContentLength, max)
+		return nil, nil, fmt.Errorf("%w: %d bytes declared, at most %d", blobstore.ErrTooLarge, r.ContentLength, max)
 	}
-	return http.MaxBytesReader(w, r.Body, max+1), nil
+	t := time.NewTimer(s.cfg.UploadWait)
+	defer t.Stop()
+	select {
+	case s.uploads <- struct{}{}:
+	case <-t.C:
+		w.Header().Set("Retry-After", "5")
+		return nil, nil, errorf(http.StatusServiceUnavailable, "too many uploads in progress; retry shortly")
+	case <-r.Context().Done():
+		return nil, nil, r.Context().Err()
+	}
+	release := func() { <-s.uploads }
+	body := &stallReader{r: http.MaxBytesReader(w, r.Body, max+1), rc: http.NewResponseController(w), stall: s.cfg.UploadStall}
+	return body, release, nil
+}
+
+// stallReader moves the connection's read deadline forward before each read:
+// a body may take as long as it needs, but may not stop.
+type stallReader struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	_ = s.rc.SetReadDeadline(time.Now().Add(s.stall))
+	return s.r.Read(p)
 }
 
 func (s *Server) postBlob(w http.ResponseWriter, r *http.Request) error {
@@ -58,10 +85,11 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request, opt blobstore.PutOptions) error {
-	body, err := s.uploadBody(w, r)
+	body, release, err := s.uploadBody(w, r)
 	if err != nil {
 		return err
 	}
+	defer release()
 	b, created, err := s.store.Put(r.Context(), body, opt)
 	if err != nil {
 		return err

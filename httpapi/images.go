@@ -71,11 +71,12 @@ func (s *Server) putImage(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	body, err := s.uploadBody(w, r)
+	body, release, err := s.uploadBody(w, r)
 	if err != nil {
 		return err
 	}
 	b, _, err := s.store.Put(r.Context(), body, blobstore.PutOptions{ImageOnly: true})
+	release()
 	if err != nil {
 		return err
 	}

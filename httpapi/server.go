@@ -39,6 +39,16 @@ type Config struct {
 	// RedirectMaxAge is the Cache-Control max-age of /i/{name} redirects.
 	// Zero: 60s.
 	RedirectMaxAge time.Duration
+	// UploadStall aborts an upload whose body sends nothing for this long,
+	// so that a stalled client does not hold a database transaction (and a
+	// pooled connection) open. Zero: 30s.
+	UploadStall time.Duration
+	// MaxUploads is how many uploads may stream into the database at once;
+	// more wait up to UploadWait, then get 503. It keeps connections free
+	// for reads. Zero: half the pool's connections, at least 1.
+	MaxUploads int
+	// UploadWait is how long an upload waits for a free slot. Zero: 10s.
+	UploadWait time.Duration
 	// Replication, when set, answers /monitor/replication with a line that
 	// starts with ServiceOK or ServiceKO.
 	Replication func(ctx context.Context) (ok bool, line string)
@@ -57,6 +67,7 @@ type Server struct {
 	router   *mux.Router
 	metrics  *metrics
 	draining atomic.Bool
+	uploads  chan struct{} // one token per upload in progress
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -78,10 +89,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if cfg.UploadStall == 0 {
+		cfg.UploadStall = 30 * time.Second
+	}
+	if cfg.MaxUploads == 0 {
+		cfg.MaxUploads = max(int(cfg.Store.Pool().Config().MaxConns)/2, 1)
+	}
+	if cfg.UploadWait == 0 {
+		cfg.UploadWait = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, uploads: make(chan struct{}, cfg.MaxUploads)}
 	m, err := newMetrics(cfg.Registry, cfg.Store)
 	if err != nil {
 		return nil, err
@@ -195,6 +215,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusUnprocessableEntity, err.Error()
 	case errors.Is(err, blobstore.ErrConflict):
 		return http.StatusPreconditionFailed, err.Error()
+	case errors.Is(err, blobstore.ErrUploadRead) && errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout, "the request body stalled; upload aborted"
 	case errors.Is(err, blobstore.ErrUploadRead):
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
