@@ -85,6 +85,7 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 	if immutable {
 		e.freshTill = neverExpires
 	}
+	dropConnectionFields(resp.Header)
 	size, count := 0, 0
 	for k, vs := range resp.Header {
 		if hopByHop[k] || notStored[k] {

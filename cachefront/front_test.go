@@ -41,6 +41,10 @@ func TestPortAffinity(t *testing.T) {
 			if h := tc.origin.lastHeader("/nothing-here"); h.Get("X-Forwarded-For") != "127.0.0.1" || h.Get("X-Forwarded-Proto") != "http" {
 				t.Fatalf("forwarded headers at origin: XFF %q XFP %q", h.Get("X-Forwarded-For"), h.Get("X-Forwarded-Proto"))
 			}
+			do(t, "GET", tc.url+"/hop", map[string]string{"Connection": "X-Hop", "X-Hop": "1", "X-End": "2"})
+			if h := tc.origin.lastHeader("/hop"); h.Get("X-Hop") != "" || h.Get("X-End") != "2" {
+				t.Fatalf("at origin: X-Hop %q (named in Connection, must not pass) X-End %q", h.Get("X-Hop"), h.Get("X-End"))
+			}
 		})
 	}
 }

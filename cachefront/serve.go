@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -490,6 +492,7 @@ func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx) {
 func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, servedBy string, cacheStatus []byte) {
 	rh := &ctx.Response.Header
 	rh.SetStatusCode(resp.StatusCode)
+	dropConnectionFields(resp.Header)
 	for k, vs := range resp.Header {
 		if hopByHop[k] || k == "Content-Length" || k == "X-Cache" || k == "Cache-Status" {
 			continue
@@ -611,9 +614,16 @@ func (f *Front) originRequest(ctx *fasthttp.RequestCtx, fetch bool) (*http.Reque
 		Header:     make(http.Header, 8),
 		Host:       string(ctx.Host()),
 	}
+	// Fields the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+	var connFields []string
+	if c := ctx.Request.Header.Peek(fasthttp.HeaderConnection); len(c) > 0 {
+		for tok := range strings.SplitSeq(string(c), ",") {
+			connFields = append(connFields, http.CanonicalHeaderKey(strings.TrimSpace(tok)))
+		}
+	}
 	for k, v := range ctx.Request.Header.All() {
 		key := http.CanonicalHeaderKey(string(k))
-		if notForwarded[key] || (fetch && notInFetch[key]) {
+		if notForwarded[key] || (fetch && notInFetch[key]) || slices.Contains(connFields, key) {
 			continue
 		}
 		req.Header.Add(key, string(v))
@@ -693,4 +703,16 @@ func (g *guardedBody) stop() bool {
 	defer g.mu.Unlock()
 	g.stopped = true
 	return g.eof
+}
+
+// dropConnectionFields removes the fields an origin response names in its
+// Connection header: they were meant for the hop to the front only.
+func dropConnectionFields(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				h.Del(tok)
+			}
+		}
+	}
 }
