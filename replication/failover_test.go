@@ -41,7 +41,7 @@ func execSQL(t *testing.T, dsn, sql string, args ...any) {
 func TestSwitchover(t *testing.T) {
 	ctx := context.Background()
 	p := newPair(t)
-	w := startWriter(t, openStore(t, p.primary.DSN("immut")))
+	w := startWriter(t, openStore(t, p.primary.DSN("immut")), 0)
 	w.waitAcked(t, 40)
 
 	res, err := replication.Switchover(ctx, replication.PromoteConfig{
@@ -143,7 +143,9 @@ func TestCrash(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			p := newPair(t)
-			w := startWriter(t, openStore(t, p.primary.DSN("immut")))
+			// About 100 writes/s of 5 KiB on average: segments are
+			// switched by archive_timeout, not by filling up.
+			w := startWriter(t, openStore(t, p.primary.DSN("immut")), 10*time.Millisecond)
 			w.waitAcked(t, 20)
 			// Let archive_timeout ship a few segments under load.
 			var archived0 int64
@@ -153,6 +155,9 @@ func TestCrash(t *testing.T) {
 				query(t, p.primary.DSN("postgres"), "SELECT archived_count FROM pg_stat_archiver", &n)
 				return n >= archived0+2
 			})
+			// Crash at a random point of the archive_timeout cycle, not
+			// just after a switch, so the window lost is a fair sample.
+			time.Sleep(rand.N(rpo + time.Second))
 			crashAt := time.Now()
 			syscall.Kill(-p.primary.Pid(), syscall.SIGKILL) // the whole server, not just the postmaster
 			p.primary.Kill()

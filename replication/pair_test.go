@@ -160,16 +160,20 @@ type writer struct {
 	done     chan struct{}
 }
 
-func startWriter(t *testing.T, s *blobstore.Store) *writer {
+// startWriter starts a writer that begins a new write at most every pace
+// (0: as fast as it can).
+func startWriter(t *testing.T, s *blobstore.Store, pace time.Duration) *writer {
 	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
+		next := time.Now()
 		for i := 0; ; i++ {
 			select {
 			case <-w.stop:
 				return
-			default:
+			case <-time.After(time.Until(next)):
 			}
+			next = time.Now().Add(pace)
 			data := blobData(i)
 			w.mu.Lock()
 			w.attempts = append(w.attempts, attempt{i: i, hash: blobstore.Sum(data)})
