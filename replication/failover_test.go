@@ -275,7 +275,12 @@ func TestArchiveUnwritable(t *testing.T) {
 	}
 
 	// Promoting the standby behind the running primary's back.
-	execSQL(t, p.standby.DSN("postgres"), "SELECT pg_promote(true, 60)")
+	execSQL(t, p.standby.DSN("postgres"), "SELECT pg_promote(false)")
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := replication.WaitPromoted(wctx, p.standby.DSN("postgres")); err != nil {
+		t.Fatal(err)
+	}
 	ok, line = mon.Check(ctx)
 	if ok || !strings.Contains(line, "two primaries") {
 		t.Errorf("after a promotion with the primary up: %v %q", ok, line)

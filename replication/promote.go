@@ -418,3 +418,20 @@ func poll(ctx context.Context, f func() (bool, error)) error {
 		}
 	}
 }
+
+// WaitPromoted waits until the server at dsn has left recovery (a promotion
+// someone else started has finished), polling until ctx ends. immut up uses
+// it when its primary stops under it fenced: the standby it runs is being
+// promoted and must not be stopped halfway.
+func WaitPromoted(ctx context.Context, dsn string) error {
+	return poll(ctx, func() (bool, error) {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close(context.Background())
+		var rec bool
+		err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
+		return err == nil && !rec, err
+	})
+}

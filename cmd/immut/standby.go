@@ -86,6 +86,8 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 	rebuild := fs.Bool("rebuild", false, "--data is a fenced former primary: move it aside and rebuild it as a standby")
 	primaryBinary := fs.String("primary-immut", "", "path of the immut binary on the primary's host for archive_command (default: this binary)")
 	primaryArchive := fs.String("primary-archive", "", "the archive directory as the primary's host sees it (default: --archive)")
+	restart := fs.Bool("restart-primary", false, "if archive_mode needs a restart, restart the primary in --primary-data with pg_ctl (not for a primary run by immut up: restart that with --standby)")
+	primaryData := fs.String("primary-data", "", "the primary's data `directory`, for --restart-primary")
 	noStart := fs.Bool("no-start", false, "provision only; do not run the standby")
 	pgUser := fs.String("pg-user", "postgres", "OS user PostgreSQL runs as when immut runs as root")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -128,9 +130,24 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 		if err != nil {
 			return err
 		}
+		if len(pending) > 0 && *restart {
+			if *primaryData == "" {
+				return errors.New("--restart-primary needs --primary-data (the primary must be on this host)")
+			}
+			if err := pgcluster.RestartRunning(ctx, pgcluster.Config{DataDir: *primaryData, RunAs: *pgUser, Logger: log}); err != nil {
+				return err
+			}
+			if pending, err = replication.ConfigureArchiving(ctx, *primary, replication.PrimarySettings(parch, pbin, *rpo)); err != nil {
+				return err
+			}
+			if len(pending) > 0 {
+				return fmt.Errorf("the primary still has %s pending after a restart", strings.Join(pending, ", "))
+			}
+			fmt.Fprintf(stdout, "restarted the primary in %s\n", *primaryData)
+		}
 		if len(pending) > 0 {
 			fmt.Fprintf(stdout, "The primary needs a restart for %s to take effect; until then it archives nothing and the standby only has the base backup.\n"+
-				"  restart it (for immut up: restart it with --standby; else e.g. pg_ctl restart -D <its data dir> -m fast), then check: immut standby status --primary '<DSN>' --standby '<DSN>'\n",
+				"  restart it (for immut up: restart it with --standby; else --restart-primary --primary-data DIR, or your service manager), then check: immut standby status --primary '<DSN>' --standby '<DSN>'\n",
 				strings.Join(pending, ", "))
 		} else {
 			fmt.Fprintf(stdout, "archiving on the primary: into %s, archive_timeout %s\n", parch, *rpo)

@@ -49,13 +49,14 @@ func TestStandbyCommands(t *testing.T) {
 	if !strings.Contains(string(out), "needs a restart for archive_mode") || !strings.Contains(string(out), "base backup taken") {
 		t.Fatalf("setup output:\n%s", out)
 	}
-	// The operator restarts the primary; ALTER SYSTEM kept the settings.
-	if err := primary.Stop(ctx); err != nil {
-		t.Fatal(err)
+	// Asked to, setup restarts the primary (pg_ctl; the restarted server
+	// is no longer this process's child); ALTER SYSTEM kept the settings.
+	out, err = exec.Command(bin, "standby", "setup", "--primary", primary.DSN("postgres"), "--archive", archive,
+		"--data", standbyDir, "--rpo", "2s", "--no-start", "--restart-primary", "--primary-data", pcfg.DataDir, "--log-level", "warn").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "restarted the primary") {
+		t.Fatalf("setup --restart-primary: %v\n%s", err, out)
 	}
-	if primary, err = pgcluster.Start(ctx, pcfg); err != nil {
-		t.Fatal(err)
-	}
+	defer pgcluster.StopRunning(ctx, pcfg.DataDir, 30*time.Second)
 	var mode string
 	pgQuery(t, primary.DSN("postgres"), "SHOW archive_mode", &mode)
 	if mode != "on" {

@@ -192,3 +192,30 @@ func alive(pid int) bool {
 	}
 	return true
 }
+
+// RestartRunning restarts a server this process did not start with
+// `pg_ctl restart -m fast`, as the server user, reusing the options it was
+// started with (postmaster.opts), so that settings which need a restart
+// (archive_mode) take effect. The restarted server is no child of any
+// immut process: use it for servers run by pg_ctl or a service manager,
+// not for one run by immut up.
+func RestartRunning(ctx context.Context, cfg Config) error {
+	if err := cfg.fill(); err != nil {
+		return err
+	}
+	if _, err := FindRunning(cfg.DataDir); err != nil {
+		return err
+	}
+	o, err := cfg.owner()
+	if err != nil {
+		return err
+	}
+	cmd := o.command(ctx, cfg.BinDir, "pg_ctl", "restart", "-D", cfg.DataDir, "-m", "fast", "-w",
+		"-t", strconv.Itoa(int(cfg.StartTimeout/time.Second)), "-l", filepath.Join(cfg.DataDir, logFile))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pg_ctl restart %s: %w\n%s", cfg.DataDir, err, tail(out, 2000))
+	}
+	cfg.Logger.Info("restarted PostgreSQL", "data", cfg.DataDir)
+	return nil
+}
