@@ -44,6 +44,24 @@ func TestSwitchover(t *testing.T) {
 	w := startWriter(t, openStore(t, p.primary.DSN("immut")), 0)
 	w.waitAcked(t, 40)
 
+	// A switchover that cannot stop the primary gives it back: writable,
+	// not fenced.
+	_, err := replication.Switchover(ctx, replication.PromoteConfig{
+		StandbyDSN:     p.standby.DSN("postgres"),
+		PrimaryDSN:     p.primary.DSN("postgres"),
+		StopPrimary:    func(context.Context) error { return errors.New("cannot stop it") },
+		PrimaryDataDir: p.primaryCfg.DataDir,
+		Timeout:        30 * time.Second,
+	})
+	if err == nil || !strings.Contains(err.Error(), "cannot stop it") {
+		t.Fatalf("Switchover with a failing stop = %v", err)
+	}
+	if fileExists(filepath.Join(p.primaryCfg.DataDir, pgcluster.FenceFile)) {
+		t.Fatal("a failed switchover left the primary fenced")
+	}
+	acked := w.acked()
+	w.waitAcked(t, acked+20)
+
 	res, err := replication.Switchover(ctx, replication.PromoteConfig{
 		StandbyDSN:     p.standby.DSN("postgres"),
 		PrimaryDSN:     p.primary.DSN("postgres"),

@@ -115,6 +115,10 @@ func Switchover(ctx context.Context, cfg PromoteConfig) (res PromoteResult, err 
 	defer func() {
 		if err != nil && !stopped {
 			// Undo: the primary stays the primary.
+			if res.Fenced != "" {
+				os.Remove(filepath.Join(res.Fenced, pgcluster.FenceFile))
+				res.Fenced = ""
+			}
 			uctx, ucancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer ucancel()
 			if c, cerr := pgx.Connect(uctx, cfg.PrimaryDSN); cerr == nil {
