@@ -18,6 +18,7 @@ type entry struct {
 	contentType []byte   // in hbuf
 	etag        []byte   // in hbuf
 	body        []byte
+	rawHead     []byte // status line and stored fields as sent by the fast path, up to Date
 
 	hash      string    // the blob hash of a /b/<hash> key, for purge
 	fetchedAt time.Time // when the request that produced it was sent (purge compares)
@@ -121,6 +122,8 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 		e.contentType = e.hbuf[at:len(e.hbuf):len(e.hbuf)]
 	}
 	n := int64(len(e.hbuf) + 4*len(e.headers))
+	e.rawHead = e.renderHead()
+	n += int64(len(e.rawHead))
 	if h, ok := blobHash(key); ok {
 		e.hash = h
 	}
@@ -169,4 +172,39 @@ func b2s(b []byte) string {
 		return ""
 	}
 	return unsafe.String(&b[0], len(b))
+}
+
+// renderHead renders the response head the fast path sends for a hit: the
+// status line, Content-Type, Content-Length, the stored fields and the
+// front's own, without Date and Age (set per response) and without the
+// blank line. It is nil when a stored field could not be sent verbatim.
+func (e *entry) renderHead() []byte {
+	b := make([]byte, 0, 160+len(e.hbuf)+4*len(e.headers))
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(e.status)...)
+	b = append(b, "\r\n"...)
+	if len(e.contentType) > 0 {
+		b = append(b, "Content-Type: "...)
+		b = append(b, e.contentType...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(len(e.body)), 10)
+	b = append(b, "\r\n"...)
+	for i := range e.headers {
+		h := &e.headers[i]
+		for _, c := range e.value(h) {
+			if c == '\r' || c == '\n' || c == 0 {
+				return nil
+			}
+		}
+		b = append(b, e.key(h)...)
+		b = append(b, ": "...)
+		b = append(b, e.value(h)...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "X-Cache: HIT\r\nCache-Status: immut; hit\r\n"...)
+	return b
 }

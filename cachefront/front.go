@@ -52,6 +52,8 @@ type Front struct {
 	baseCancel context.CancelFunc
 	wg         sync.WaitGroup // detached origin fetches and background loops
 
+	date atomic.Pointer[cachedDate] // the Date field, formatted once a second
+
 	admin    *http.Server
 	adminLn  net.Listener
 	started  atomic.Bool
@@ -67,9 +69,15 @@ type listener struct {
 	f     atomic.Pointer[Front]
 	route Route
 	own   int // index of its backend in f.backends
-	ln    net.Listener
+	ln    net.Listener  // accepted by the fast path (fastpath.go)
 	srv   *fasthttp.Server
 	lm    listenerMetrics
+
+	handoff  *chanListener // connections the fast path passes to srv
+	connMu   sync.Mutex
+	conns    map[net.Conn]struct{} // on the fast path
+	stopping bool
+	connWG   sync.WaitGroup
 }
 
 // New checks cfg and builds a Front; it does not listen yet.
@@ -159,6 +167,8 @@ func (f *Front) Start() error {
 		}
 		l.ln = ln
 		l.srv = f.newServer(l)
+		l.handoff = newChanListener(ln.Addr())
+		l.conns = map[net.Conn]struct{}{}
 	}
 	if f.cfg.Admin != "" {
 		ln, err := net.Listen("tcp", f.cfg.Admin)
@@ -181,12 +191,16 @@ func (f *Front) Start() error {
 		}()
 	}
 	for _, l := range f.lns {
-		f.wg.Add(1)
+		f.wg.Add(2)
 		go func() {
 			defer f.wg.Done()
-			if err := l.srv.Serve(l.ln); err != nil {
+			if err := l.srv.Serve(l.handoff); err != nil {
 				f.log.Error("front listener stopped", "listen", l.route.Listen, "err", err)
 			}
+		}()
+		go func() {
+			defer f.wg.Done()
+			l.acceptLoop(f)
 		}()
 	}
 	f.wg.Add(1)
@@ -247,6 +261,14 @@ func (f *Front) Run(ctx context.Context) error {
 func (f *Front) Close(ctx context.Context) error {
 	f.closed.Do(func() {
 		var errs []error
+		// Stop accepting; end the fast path's idle connections (busy ones
+		// finish their response); then let fasthttp drain the rest.
+		for _, l := range f.lns {
+			if l.ln != nil {
+				l.ln.Close()
+				l.stopFast()
+			}
+		}
 		for _, l := range f.lns {
 			if l.srv == nil {
 				continue
@@ -261,6 +283,9 @@ func (f *Front) Close(ctx context.Context) error {
 			}
 		}
 		f.closeListeners()
+		for _, l := range f.lns {
+			l.connWG.Wait()
+		}
 		f.baseCancel()
 		done := make(chan struct{})
 		go func() { f.wg.Wait(); close(done) }()
