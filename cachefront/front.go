@@ -68,8 +68,8 @@ type listener struct {
 	// behind it should not outlive Close.
 	f     atomic.Pointer[Front]
 	route Route
-	own   int // index of its backend in f.backends
-	ln    net.Listener  // accepted by the fast path (fastpath.go)
+	own   int          // index of its backend in f.backends
+	ln    net.Listener // accepted by the fast path (fastpath.go)
 	srv   *fasthttp.Server
 	lm    listenerMetrics
 
