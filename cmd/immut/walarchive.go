@@ -52,8 +52,10 @@ func runWALFetch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	err = replication.FetchWAL(pos[0], pos[1], *archive)
 	if errors.Is(err, replication.ErrNotInArchive) {
-		// The normal end of the archive for a standby: say it briefly.
-		return &exitError{code: 1, msg: err.Error()}
+		// The normal end of the archive, asked every
+		// wal_retrieve_retry_interval: exit 1 without filling the
+		// standby's log.
+		return &exitError{code: 1}
 	}
 	return err
 }

@@ -49,6 +49,9 @@ func TestWALCommands(t *testing.T) {
 			if code > 125 {
 				t.Fatalf("exit status %d above 125", code)
 			}
+			if strings.Contains(tc.name, "fetch missing") && stderr != "" {
+				t.Errorf("a missing file is the normal end of the archive; stderr should be empty, got %q", stderr)
+			}
 		})
 	}
 	got, _ := os.ReadFile(filepath.Join(archive, seg))
