@@ -96,7 +96,7 @@ func (l *listener) acceptLoop(f *Front) {
 		}
 		backoff = 0
 		l.connMu.Lock()
-		if l.stopping {
+		if l.stopping.Load() {
 			l.connMu.Unlock()
 			c.Close()
 			continue
@@ -112,7 +112,7 @@ func (l *listener) acceptLoop(f *Front) {
 // busy ones close after their current response.
 func (l *listener) stopFast() {
 	l.connMu.Lock()
-	l.stopping = true
+	l.stopping.Store(true)
 	for c := range l.conns {
 		c.SetReadDeadline(time.Now())
 	}
@@ -216,11 +216,7 @@ func (l *listener) writeFast(f *Front, c net.Conn, fc *fastConn, e *entry, req f
 	return err == nil
 }
 
-func (l *listener) stopped() bool {
-	l.connMu.Lock()
-	defer l.connMu.Unlock()
-	return l.stopping
-}
+func (l *listener) stopped() bool { return l.stopping.Load() }
 
 // peekHead returns the complete request head (through the blank line)
 // without consuming it, reading more as needed. complete is false when the

@@ -76,7 +76,7 @@ type listener struct {
 	handoff  *chanListener // connections the fast path passes to srv
 	connMu   sync.Mutex
 	conns    map[net.Conn]struct{} // on the fast path
-	stopping bool
+	stopping atomic.Bool
 	connWG   sync.WaitGroup
 }
 
