@@ -276,6 +276,8 @@ func (f *Front) Close(ctx context.Context) error {
 			if err := l.srv.ShutdownWithContext(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("shutdown %s: %w", l.route.Listen, err))
 			}
+			// In case Serve had not yet taken the listener when Shutdown ran.
+			l.handoff.Close()
 		}
 		if f.admin != nil {
 			if err := f.admin.Shutdown(ctx); err != nil {

@@ -866,3 +866,22 @@ func FuzzParseFastRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestStartThenCloseAtOnce(t *testing.T) {
+	o := newOrigin(t, "A")
+	for range 20 {
+		f, err := New(Config{Routes: []Route{{Listen: "127.0.0.1:0", Backend: o.addr}}, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err = f.Close(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("close right after start: %v", err)
+		}
+	}
+}
