@@ -306,6 +306,7 @@ func runStandbyPromote(ctx context.Context, args []string, stdout, stderr io.Wri
 	salvage := fs.Bool("salvage", false, "with --emergency: first copy the dead primary's unarchived WAL from its pg_wal into the archive")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up waiting for archiving, replay and promotion after this long")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pgUser := fs.String("pg-user", "postgres", "OS user PostgreSQL runs as when immut runs as root (--data: to start a stopped standby)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -317,6 +318,21 @@ func runStandbyPromote(ctx context.Context, args []string, stdout, stderr io.Wri
 	src, layout, err := sf.resolve()
 	if err != nil {
 		return err
+	}
+	if layout != nil && src.StandbyDSN == "" && replication.IsStandby(layout.standby) {
+		// immut up stops its standby when its primary dies: run it here
+		// for the promotion, then stop it cleanly; the next immut up
+		// serves from it.
+		sb, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: layout.standby, RunAs: *pgUser, Logger: log})
+		if err != nil {
+			return fmt.Errorf("starting the standby to promote it: %w", err)
+		}
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			sb.Stop(stopCtx)
+		}()
+		src.StandbyDSN = sb.DSN("postgres")
 	}
 	cfg := replication.PromoteConfig{
 		StandbyDSN: src.StandbyDSN, PrimaryDSN: src.PrimaryDSN, PrimaryDataDir: *primaryData,

@@ -242,6 +242,9 @@ func TestStandbyDataLayout(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Timeline != 2 || res.Fenced != pcfg.DataDir {
 		t.Fatalf("promote --json: %v %+v", err, res)
 	}
+	if _, err := pgcluster.Start(ctx, pcfg); !errors.Is(err, pgcluster.ErrFenced) {
+		t.Fatalf("old primary start: %v, want ErrFenced", err)
+	}
 	// Now DIR/standby is the primary and DIR/pg, fenced, is a standby to rebuild.
 	code, out, _ = runCLI("standby", "status", "--data", data, "--json")
 	var st replication.Status
@@ -250,5 +253,58 @@ func TestStandbyDataLayout(t *testing.T) {
 	}
 	if code != exitKO || !st.Primary.Reachable || st.Primary.InRecovery || st.Standby.Reachable {
 		t.Fatalf("status --data after promotion: exit %d\n%s", code, out)
+	}
+}
+
+// TestStandbyDataLayoutEmergency: immut up stops its standby when its
+// primary dies; promote --data --emergency --salvage starts the standby
+// itself, salvages the dead primary's WAL, promotes and stops it, and the
+// last write is on the promoted standby.
+func TestStandbyDataLayoutEmergency(t *testing.T) {
+	ctx := context.Background()
+	bin := immutBinary(t)
+	data := pgtest.TempDir(t)
+	archive := filepath.Join(data, "wal-archive")
+	if err := replication.PrepareArchiveDir(archive, ""); err != nil {
+		t.Fatal(err)
+	}
+	// A long archive_timeout: the last write reaches the standby only by salvage.
+	pcfg := pgcluster.Config{DataDir: filepath.Join(data, "pg"), Settings: replication.PrimarySettings(archive, bin, time.Hour)}
+	if _, err := pgcluster.Init(ctx, pcfg); err != nil {
+		t.Fatal(err)
+	}
+	primary, err := pgcluster.Start(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer primary.Stop(ctx)
+	standby, err := replication.RunLocal(ctx, primary, replication.LocalConfig{
+		DataDir: filepath.Join(data, "standby"), ArchiveDir: archive, ImmutBinary: bin,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pgExec(t, primary.DSN("postgres"), "CREATE TABLE last_words (v text); INSERT INTO last_words VALUES ('acknowledged')")
+	syscall.Kill(-primary.Pid(), syscall.SIGKILL)
+	primary.Kill()
+
+	code, out, errText := runCLI("standby", "promote", "--data", data, "--emergency", "--salvage", "--log-level", "warn")
+	if code != 0 || !strings.Contains(out, "salvaged from the old primary") || !strings.Contains(out, "fenced the old primary") {
+		t.Fatalf("promote --emergency --salvage: exit %d\n%s%s", code, out, errText)
+	}
+	promoted, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: filepath.Join(data, "standby")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer promoted.Stop(ctx)
+	var v string
+	pgQuery(t, promoted.DSN("postgres"), "SELECT v FROM last_words", &v)
+	var rec bool
+	pgQuery(t, promoted.DSN("postgres"), "SELECT pg_is_in_recovery()", &rec)
+	if v != "acknowledged" || rec {
+		t.Fatalf("promoted standby: last write %q, in recovery %v", v, rec)
 	}
 }
