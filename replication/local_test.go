@@ -3,6 +3,7 @@ package replication_test
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -98,4 +99,38 @@ func TestLocalLayout(t *testing.T) {
 	waitFor(t, 30*time.Second, "a healthy swapped pair", func() bool { ok, _ := mon.Check(ctx); return ok })
 	_, line := mon.Check(ctx)
 	t.Log(line)
+
+	// The archive is private to this standby: a restartpoint removes the
+	// segments it no longer needs (archive_cleanup_command).
+	oldest := oldestSegment(t, archive)
+	execSQL(t, primary.DSN("postgres"), "CHECKPOINT")
+	execSQL(t, primary.DSN("postgres"), "SELECT pg_switch_wal()")
+	var target string
+	query(t, primary.DSN("postgres"), "SELECT pg_current_wal_lsn()::text", &target)
+	want, _ := replication.ParseLSN(target)
+	waitFor(t, 30*time.Second, "the standby to replay the checkpoint", func() bool {
+		var replay string
+		query(t, standby.DSN("postgres"), "SELECT pg_last_wal_replay_lsn()::text", &replay)
+		got, _ := replication.ParseLSN(replay)
+		return got >= want
+	})
+	execSQL(t, standby.DSN("postgres"), "CHECKPOINT")
+	waitFor(t, 30*time.Second, "archive cleanup of "+oldest, func() bool {
+		return !fileExists(filepath.Join(archive, oldest))
+	})
+}
+
+func oldestSegment(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if len(e.Name()) == 24 {
+			return e.Name()
+		}
+	}
+	t.Fatal("no segment in the archive")
+	return ""
 }

@@ -311,6 +311,16 @@ func RunLocal(ctx context.Context, primary *pgcluster.Cluster, cfg LocalConfig) 
 	if err := PrepareArchiveDir(cfg.ArchiveDir, cfg.RunAs); err != nil {
 		return nil, err
 	}
+	if cfg.ImmutBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.ImmutBinary = exe
+	}
+	if err := pgcluster.CheckExecutable(pgcluster.Config{DataDir: cfg.DataDir, RunAs: cfg.RunAs}, cfg.ImmutBinary); err != nil {
+		return nil, err
+	}
 	conn, err := pgx.Connect(ctx, primary.DSN("postgres"))
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the primary: %w", err)

@@ -114,6 +114,9 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := replication.PrepareArchiveDir(archiveDir, *pgUser); err != nil {
 		return err
 	}
+	if err := pgcluster.CheckExecutable(pgcluster.Config{DataDir: *data, RunAs: *pgUser}, exe); err != nil {
+		return err
+	}
 	cfg := replication.StandbyConfig{
 		DataDir: *data, PrimaryDSN: *primary, ArchiveDir: archiveDir, ImmutBinary: exe, RPO: *rpo,
 		PrivateArchive: *private, Streaming: *streaming, Rebuild: *rebuild, RunAs: *pgUser, Logger: log,

@@ -219,3 +219,33 @@ func RestartRunning(ctx context.Context, cfg Config) error {
 	cfg.Logger.Info("restarted PostgreSQL", "data", cfg.DataDir)
 	return nil
 }
+
+// CheckExecutable makes sure the server user can run the program at path
+// (archive_command and restore_command run as that user): every parent
+// directory must let it pass and the file must be executable by it. A binary
+// under /root, for example, is not.
+func CheckExecutable(cfg Config, path string) error {
+	if cfg.RunAs == "" {
+		cfg.RunAs = "postgres"
+	}
+	o, err := cfg.owner()
+	if err != nil {
+		return err
+	}
+	if !o.asRoot {
+		return nil
+	}
+	if err := o.checkReachable(path); err != nil {
+		return fmt.Errorf("%s cannot be run by the server: %w", path, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	mode := st.Mode().Perm()
+	if mode&0o001 == 0 && !(int(sys.Uid) == o.uid && mode&0o100 != 0) && !(int(sys.Gid) == o.gid && mode&0o010 != 0) {
+		return fmt.Errorf("%s (mode %v) is not executable by user %s, which runs archive_command and restore_command; install it somewhere like /usr/local/bin", path, mode, o.name)
+	}
+	return nil
+}

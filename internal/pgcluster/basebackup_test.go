@@ -3,6 +3,7 @@ package pgcluster_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -56,5 +57,34 @@ func TestBaseBackupFindStop(t *testing.T) {
 	}
 	if err := pgcluster.StopRunning(ctx, cfg.DataDir, time.Second); err != nil {
 		t.Fatalf("StopRunning of a stopped server: %v", err)
+	}
+}
+
+func TestCheckExecutable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root hands programs to the server user")
+	}
+	reachable := pgtest.TempDir(t)
+	private := t.TempDir() // under a 0700 directory
+	for _, dir := range []string{reachable, private} {
+		os.WriteFile(filepath.Join(dir, "prog"), []byte("#!/bin/sh\n"), 0o755)
+	}
+	os.WriteFile(filepath.Join(reachable, "noexec"), []byte("#!/bin/sh\n"), 0o744)
+	tests := []struct {
+		name, path string
+		ok         bool
+	}{
+		{"reachable and executable", filepath.Join(reachable, "prog"), true},
+		{"under a private directory", filepath.Join(private, "prog"), false},
+		{"not executable by others", filepath.Join(reachable, "noexec"), false},
+		{"missing", filepath.Join(reachable, "none"), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := pgcluster.CheckExecutable(pgcluster.Config{}, tc.path)
+			if (err == nil) != tc.ok {
+				t.Fatalf("CheckExecutable(%s) = %v", tc.path, err)
+			}
+		})
 	}
 }
