@@ -134,3 +134,57 @@ func oldestSegment(t *testing.T, dir string) string {
 	t.Fatal("no segment in the archive")
 	return ""
 }
+
+// TestStreaming: with Streaming the standby also follows the primary over a
+// replication connection, so a commit shows up without waiting for a
+// segment to be archived (archive_timeout here is an hour).
+func TestStreaming(t *testing.T) {
+	ctx := context.Background()
+	dir := pgtest.TempDir(t)
+	archive := filepath.Join(dir, "archive")
+	if err := replication.PrepareArchiveDir(archive, ""); err != nil {
+		t.Fatal(err)
+	}
+	cfg := pgcluster.Config{DataDir: filepath.Join(dir, "primary"), Settings: replication.PrimarySettings(archive, immutBin, time.Hour)}
+	if _, err := pgcluster.Init(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	primary, err := pgcluster.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer primary.Stop(ctx)
+	scfg := replication.StandbyConfig{
+		DataDir: filepath.Join(dir, "standby"), PrimaryDSN: primary.DSN("postgres"), ArchiveDir: archive,
+		ImmutBinary: immutBin, Streaming: true,
+	}
+	if _, err := replication.Provision(ctx, scfg); err != nil {
+		t.Fatal(err)
+	}
+	standby, err := replication.Start(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer standby.Stop(ctx)
+	var times []time.Duration
+	execSQL(t, primary.DSN("postgres"), "CREATE TABLE s (v int)")
+	for i := range 9 {
+		execSQL(t, primary.DSN("postgres"), "INSERT INTO s VALUES ($1)", i)
+		start := time.Now()
+		waitFor(t, 30*time.Second, "the row on the standby", func() bool {
+			var n int
+			query(t, standby.DSN("postgres"), "SELECT count(*)::int FROM pg_class WHERE relname = 's'", &n)
+			if n == 0 {
+				return false
+			}
+			query(t, standby.DSN("postgres"), "SELECT count(*)::int FROM s", &n)
+			return n == i+1
+		})
+		times = append(times, time.Since(start))
+	}
+	st := replication.GetStatus(ctx, replication.Sources{PrimaryDSN: primary.DSN("postgres"), StandbyDSN: standby.DSN("postgres")})
+	if st.Standby.ReceiveLSN == "" {
+		t.Errorf("standby reports no streamed WAL: %+v", st.Standby)
+	}
+	t.Logf("commit→visible with streaming: %v", times)
+}
