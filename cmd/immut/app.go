@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/httpapi"
+	"github.com/immut/immut/replication"
 )
 
 // version is the binary's version: set with -ldflags "-X main.version=...",
@@ -76,15 +78,22 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.maxImagePixels, "max-image-pixels", blobstore.DefaultMaxImagePixels, "largest width×height accepted by /v1/images")
 }
 
+// replicationSources locates a primary and its standby for
+// /monitor/replication and the replication gauges (all empty: none).
+type replicationSources struct {
+	Primary, Standby, Archive string
+}
+
 // appConfig is one app process's configuration.
 type appConfig struct {
-	DSN      string
-	Listen   string
-	Token    string
-	Worker   int
-	Store    storeFlags
-	Log      *slog.Logger
-	Listener net.Listener // optional: serve on this instead of Listen
+	Replication replicationSources
+	DSN         string
+	Listen      string
+	Token       string
+	Worker      int
+	Store       storeFlags
+	Log         *slog.Logger
+	Listener    net.Listener // optional: serve on this instead of Listen
 	// Ready, if set, is called with the bound address once serving.
 	Ready func(addr string)
 }
@@ -119,7 +128,15 @@ func runApp(ctx context.Context, cfg appConfig) error {
 	if err != nil {
 		return err
 	}
-	api, err := httpapi.New(httpapi.Config{Store: store, Token: cfg.Token, Version: binaryVersion(), Worker: cfg.Worker, Logger: cfg.Log})
+	acfg := httpapi.Config{Store: store, Token: cfg.Token, Version: binaryVersion(), Worker: cfg.Worker, Logger: cfg.Log, Registry: prometheus.NewRegistry()}
+	if r := cfg.Replication; r.Primary != "" || r.Standby != "" {
+		mon := replication.NewMonitor(replication.Sources{PrimaryDSN: r.Primary, StandbyDSN: r.Standby, ArchiveDir: r.Archive}, replication.Thresholds{})
+		if err := mon.Register(acfg.Registry); err != nil {
+			return err
+		}
+		acfg.Replication = mon.Check
+	}
+	api, err := httpapi.New(acfg)
 	if err != nil {
 		return err
 	}

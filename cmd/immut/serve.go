@@ -29,6 +29,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	listenFD := fs.Int("listen-fd", 0, "serve on this inherited listening socket (set by the supervisor)")
 	readyFD := fs.Int("ready-fd", 0, "write a line to this descriptor once ready (set by the supervisor)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var rs replicationSources
+	fs.StringVar(&rs.Primary, "replication-primary", "", "DSN of the primary, for /monitor/replication (superuser or pg_monitor)")
+	fs.StringVar(&rs.Standby, "replication-standby", "", "DSN of the standby, for /monitor/replication")
+	fs.StringVar(&rs.Archive, "replication-archive", "", "WAL archive directory, if reachable from this host")
 	var sf storeFlags
 	sf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -61,7 +65,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *workers > 0 {
 		sup, err := startTier(ctx, tierConfig{
 			Workers: *workers, Host: *workerHost, BasePort: *basePort, Procs: *procs,
-			DSN: *dsn, Token: *token, Store: sf, LogLevel: *logLevel, Log: log, Output: stderr,
+			DSN: *dsn, Token: *token, Store: sf, LogLevel: *logLevel, Log: log, Output: stderr, Replication: rs,
 		})
 		if err != nil {
 			return err
@@ -73,7 +77,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sup.Stop(stopCtx)
 		return err
 	}
-	cfg := appConfig{DSN: *dsn, Listen: *listen, Token: *token, Worker: *worker, Store: sf, Log: log}
+	cfg := appConfig{DSN: *dsn, Listen: *listen, Token: *token, Worker: *worker, Store: sf, Log: log, Replication: rs}
 	if *listenFD > 0 {
 		ln, err := net.FileListener(os.NewFile(uintptr(*listenFD), "listener"))
 		if err != nil {

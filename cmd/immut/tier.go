@@ -32,6 +32,8 @@ type tierConfig struct {
 	LogLevel string
 	Log      *slog.Logger
 	Output   io.Writer
+	// Replication, when set, gives every worker /monitor/replication.
+	Replication replicationSources
 }
 
 // startTier starts the workers (each `immut serve` on a socket the
@@ -65,6 +67,9 @@ func startTier(ctx context.Context, cfg tierConfig) (*supervisor.Supervisor, err
 				"IMMUT_DSN="+cfg.DSN,
 				"IMMUT_TOKEN="+cfg.Token,
 				"GOMAXPROCS="+strconv.Itoa(max(cfg.Procs, 1)),
+				"IMMUT_REPLICATION_PRIMARY="+cfg.Replication.Primary,
+				"IMMUT_REPLICATION_STANDBY="+cfg.Replication.Standby,
+				"IMMUT_REPLICATION_ARCHIVE="+cfg.Replication.Archive,
 			)
 			return cmd
 		},

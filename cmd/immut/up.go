@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/immut/immut/internal/pgcluster"
+	"github.com/immut/immut/replication"
 )
 
 func init() {
@@ -43,6 +44,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	token := fs.String("token", "", "write token (default: generated on first run and kept in <data>/token)")
 	pgUser := fs.String("pg-user", "postgres", "OS user the private PostgreSQL runs as when immut runs as root")
 	rolling := fs.Bool("rolling-restart", false, "ask the immut up running on --data to restart its workers one by one, and wait")
+	standby := fs.Bool("standby", false, "also run a log-shipping standby in <data>/standby, archive in <data>/wal-archive")
+	rpo := fs.Duration("rpo", replication.DefaultRPO, "with --standby: archive_timeout, the most committed time a primary loss can take with it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var sf storeFlags
 	sf.register(fs)
@@ -84,8 +87,24 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	appDSN := *dsn
 	var dbDied <-chan struct{}
+	var repl replicationSources
+	if *standby && appDSN != "" {
+		return errors.New("--standby runs a standby of the private database; with --dsn, set one up with immut standby setup")
+	}
 	if appDSN == "" {
-		cluster, err := startPrivateCluster(ctx, filepath.Join(dataDir, "pg"), *pgUser, log)
+		// After a promotion the roles of <data>/pg and <data>/standby swap;
+		// LocalPrimaryDir knows which is which.
+		primaryDir, standbyDir := replication.LocalPrimaryDir(dataDir)
+		archiveDir := filepath.Join(dataDir, "wal-archive")
+		var settings map[string]string
+		var walBin string
+		if *standby {
+			if walBin, err = installWALBinary(dataDir); err != nil {
+				return err
+			}
+			settings = replication.PrimarySettings(archiveDir, walBin, *rpo)
+		}
+		cluster, err := startPrivateCluster(ctx, primaryDir, *pgUser, settings, log)
 		if err != nil {
 			return err
 		}
@@ -98,6 +117,24 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}()
 		appDSN = cluster.DSN("immut")
 		dbDied = cluster.Exited()
+		if *standby {
+			sb, err := replication.RunLocal(ctx, cluster, replication.LocalConfig{
+				DataDir: standbyDir, ArchiveDir: archiveDir, Rebuild: replication.IsFenced(standbyDir),
+				ImmutBinary: walBin, RunAs: *pgUser, Logger: log,
+			})
+			if err != nil {
+				return fmt.Errorf("standby: %w", err)
+			}
+			defer func() {
+				stopCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if err := sb.Stop(stopCtx); err != nil {
+					log.Error("stopping the standby", "err", err)
+				}
+			}()
+			repl = replicationSources{Primary: cluster.DSN("postgres"), Standby: sb.DSN("postgres"), Archive: archiveDir}
+			fmt.Fprintf(stdout, "standby of %s replays %s in %s (immut standby status --data %s)\n", primaryDir, archiveDir, standbyDir, dataDir)
+		}
 	}
 	pool, err := pgxpool.New(ctx, appDSN)
 	if err != nil {
@@ -125,7 +162,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *workers == 0 {
 		err = runApp(appCtx, appConfig{
-			DSN: appDSN, Listen: *listen, Token: tok, Worker: -1, Store: sf, Log: log,
+			DSN: appDSN, Listen: *listen, Token: tok, Worker: -1, Store: sf, Log: log, Replication: repl,
 			Ready: func(addr string) {
 				banner(stdout, []string{addr}, nil, tok, dataDir)
 			},
@@ -134,7 +171,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runTopology(appCtx, topology{
 			workers: *workers, basePort: *basePort, procs: *procs, listen: *listen,
 			cacheSize: int64(cacheSize), maxObject: int64(maxObject), admin: *admin,
-			dsn: appDSN, token: tok, store: sf, logLevel: *logLevel, log: log,
+			dsn: appDSN, token: tok, store: sf, logLevel: *logLevel, log: log, replication: repl,
 			control: control, stdout: stdout, stderr: stderr, dataDir: dataDir,
 		})
 	}
@@ -151,6 +188,7 @@ type topology struct {
 	cacheSize, maxObject     int64
 	admin                    string
 	dsn, token               string
+	replication              replicationSources
 	store                    storeFlags
 	logLevel                 string
 	log                      *slog.Logger
@@ -174,6 +212,7 @@ func runTopology(ctx context.Context, t topology) error {
 	sup, err := startTier(ctx, tierConfig{
 		Workers: t.workers, BasePort: t.basePort, Procs: t.procs,
 		DSN: t.dsn, Token: t.token, Store: t.store, LogLevel: t.logLevel, Log: t.log, Output: t.stderr,
+		Replication: t.replication,
 	})
 	if err != nil {
 		return err
@@ -232,8 +271,8 @@ func banner(w io.Writer, fronts, workers []string, tok, dataDir string) {
 
 // startPrivateCluster initializes (first run) and starts the embedded
 // PostgreSQL, and makes sure the immut database exists.
-func startPrivateCluster(ctx context.Context, dir, runAs string, log *slog.Logger) (*pgcluster.Cluster, error) {
-	cfg := pgcluster.Config{DataDir: dir, RunAs: runAs, Logger: log}
+func startPrivateCluster(ctx context.Context, dir, runAs string, settings map[string]string, log *slog.Logger) (*pgcluster.Cluster, error) {
+	cfg := pgcluster.Config{DataDir: dir, RunAs: runAs, Settings: settings, Logger: log}
 	created, err := pgcluster.Init(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -283,4 +322,49 @@ func loadOrCreateToken(path, explicit string) (string, error) {
 		return "", fmt.Errorf("writing token: %w", err)
 	}
 	return tok, nil
+}
+
+// installWALBinary copies this binary to <data>/bin/immut for the archive and
+// restore commands: they run as the database's user, who may not reach the
+// binary where it is (go run builds under the caller's cache, /root is 0700).
+// It is refreshed at every start, so an upgrade rolls it out too.
+func installWALBinary(dataDir string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding the immut binary: %w", err)
+	}
+	dir := filepath.Join(dataDir, "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("installing the WAL binary: %w", err)
+	}
+	dst := filepath.Join(dir, "immut")
+	if same, _ := filepath.EvalSymlinks(self); same == dst {
+		return dst, nil
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		return "", fmt.Errorf("installing the WAL binary: %w", err)
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(dir, ".immut-*")
+	if err != nil {
+		return "", fmt.Errorf("installing the WAL binary: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("installing the WAL binary: %w", err)
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	// Rename over the old copy: a wal-push running from it keeps its inode.
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return "", fmt.Errorf("installing the WAL binary: %w", err)
+	}
+	return dst, nil
 }
