@@ -78,6 +78,11 @@ type Config struct {
 	// per miss (a few microseconds for 16 KiB).
 	SkipVerify bool
 
+	// NoFastPath serves every request with fasthttp, without the fast path
+	// for plain GET/HEAD hits (fastpath.go). For comparison and as an
+	// escape hatch.
+	NoFastPath bool
+
 	// Logger receives state changes (backend up/down) and errors, never one
 	// line per request. Default: discard.
 	Logger *slog.Logger

@@ -196,15 +196,21 @@ func (f *Front) Start() error {
 	}
 	for _, l := range f.lns {
 		f.wg.Add(2)
+		var ln net.Listener = l.handoff
+		if f.cfg.NoFastPath {
+			ln = l.ln
+		}
 		go func() {
 			defer f.wg.Done()
-			if err := l.srv.Serve(l.handoff); err != nil {
+			if err := l.srv.Serve(ln); err != nil {
 				f.log.Error("front listener stopped", "listen", l.route.Listen, "err", err)
 			}
 		}()
 		go func() {
 			defer f.wg.Done()
-			l.acceptLoop(f)
+			if !f.cfg.NoFastPath {
+				l.acceptLoop(f)
+			}
 		}()
 	}
 	f.wg.Add(1)

@@ -33,6 +33,7 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	originTimeout := fs.Duration("origin-timeout", cachefront.DefaultOriginTimeout, "how long to wait for an origin's response headers")
 	staleIfError := fs.Duration("stale-if-error", cachefront.DefaultStaleIfError, "how long past freshness a cached object may be served when the origin fails")
 	skipVerify := fs.Bool("skip-verify", false, "do not check that a /b/<hash> body hashes to <hash> before caching it")
+	noFastPath := fs.Bool("no-fast-path", false, "serve every request with fasthttp, without the fast path for plain GET/HEAD hits")
 	memLimit := fs.Bool("memlimit", true, "set the Go memory limit from the cache budget (unless GOMEMLIMIT is set)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parseFlags(fs, args); err != nil {
@@ -73,6 +74,7 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		OriginTimeout:  *originTimeout,
 		StaleIfError:   *staleIfError,
 		SkipVerify:     *skipVerify,
+		NoFastPath:     *noFastPath,
 		Logger:         log,
 	})
 	if err != nil {
