@@ -15,11 +15,6 @@ import (
 // --standby, a blob, immut standby promote --data while up runs, then immut
 // up again serves the blob from the promoted standby.
 func TestStandbyPromoteUnderUp(t *testing.T) {
-	// Today immut up stops its standby as soon as the fenced primary exits,
-	// aborting the promotion (pg_promote: terminating connection). It passes
-	// once up waits with replication.WaitPromoted first (patch in the issue 5
-	// report); then delete this line.
-	t.Skip("needs immut up to wait for replication.WaitPromoted before stopping its standby")
 	data := filepath.Join(pgtest.TempDir(t), "data")
 	up := startUp(t, data, "--workers", "1", "--standby", "--rpo", "2s")
 	file := filepath.Join(t.TempDir(), "x.bin")

@@ -91,10 +91,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *standby && appDSN != "" {
 		return errors.New("--standby runs a standby of the private database; with --dsn, set one up with immut standby setup")
 	}
+	var primaryDir, standbyDir string
 	if appDSN == "" {
 		// After a promotion the roles of <data>/pg and <data>/standby swap;
 		// LocalPrimaryDir knows which is which.
-		primaryDir, standbyDir := replication.LocalPrimaryDir(dataDir)
+		primaryDir, standbyDir = replication.LocalPrimaryDir(dataDir)
 		archiveDir := filepath.Join(dataDir, "wal-archive")
 		var settings map[string]string
 		var walBin string
@@ -153,8 +154,22 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		go func() {
 			select {
 			case <-dbDied:
-				died = errors.New("PostgreSQL exited unexpectedly; see its log in " + filepath.Join(dataDir, "pg", "server.log"))
-				log.Error("database stopped under the app")
+				if repl.Standby != "" && replication.IsFenced(primaryDir) {
+					// immut standby promote fenced and stopped the primary and
+					// is promoting the standby: stopping it now would abort that.
+					log.Warn("the primary was fenced by a promotion; waiting for the standby to finish it")
+					wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					werr := replication.WaitPromoted(wctx, repl.Standby)
+					wcancel()
+					if werr != nil {
+						died = fmt.Errorf("the primary was fenced by a promotion, but the standby in %s did not finish it: %w", standbyDir, werr)
+					} else {
+						died = fmt.Errorf("the standby in %s was promoted and %s fenced; start immut up again to serve from the new primary", standbyDir, primaryDir)
+					}
+				} else {
+					died = errors.New("PostgreSQL exited unexpectedly; see its log in " + filepath.Join(primaryDir, "server.log"))
+					log.Error("database stopped under the app")
+				}
 				cancel()
 			case <-appCtx.Done():
 			}
