@@ -113,11 +113,18 @@ func New(cfg Config) (*Server, error) {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		// Close each connection after its response: the client then never
+		// reuses it, so the final shutdown closes no connection that a
+		// client is about to send a request on.
+		w.Header().Set("Connection", "close")
+	}
 	s.router.ServeHTTP(w, r)
 }
 
-// Drain makes /readyz fail, so that a front tier or load balancer stops
-// sending new requests before the process shuts down.
+// Drain makes /readyz fail and ends keep-alive on every response, so that a
+// front tier or load balancer moves its traffic away before the process
+// shuts down.
 func (s *Server) Drain() { s.draining.Store(true) }
 
 // HTTPServer wraps the handler in an http.Server with the timeouts and limits

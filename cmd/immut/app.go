@@ -96,6 +96,9 @@ type appConfig struct {
 	Listener    net.Listener // optional: serve on this instead of Listen
 	// Ready, if set, is called with the bound address once serving.
 	Ready func(addr string)
+	// DrainGrace is how long the process answers with Connection: close
+	// before it shuts down (supervised workers: 1s).
+	DrainGrace time.Duration
 }
 
 // runApp serves the API until ctx is cancelled, then drains: /readyz fails
@@ -158,7 +161,13 @@ func runApp(ctx context.Context, cfg appConfig) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	// Drain in two steps: first every response closes its connection (the
+	// front stops reusing them as their requests finish), then shutdown
+	// closes what is left idle.
 	api.Drain()
+	if cfg.DrainGrace > 0 {
+		time.Sleep(cfg.DrainGrace)
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {

@@ -85,6 +85,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		cfg.Listener = ln
 	}
+	if *listenFD > 0 {
+		cfg.DrainGrace = time.Second
+	}
 	if *readyFD > 0 {
 		ready := os.NewFile(uintptr(*readyFD), "ready")
 		cfg.Ready = func(string) {

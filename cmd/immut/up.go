@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -244,6 +245,11 @@ func runTopology(ctx context.Context, t topology) error {
 			port = firstPort + i
 		}
 		routes = append(routes, cachefront.Route{Listen: net.JoinHostPort(host, strconv.Itoa(port)), Backend: backend})
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// This process holds the front's cache: keep it near its budget,
+		// as immut front does.
+		debug.SetMemoryLimit(cachefront.MemoryLimit(t.cacheSize))
 	}
 	front, err := cachefront.New(cachefront.Config{
 		Routes: routes, Admin: t.admin, Token: t.token,
