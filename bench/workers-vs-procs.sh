@@ -1,47 +1,73 @@
 #!/usr/bin/env bash
-# One process per CPU or one process with every CPU? Runs `immut up` twice on
-# this machine, N workers x GOMAXPROCS=1 and 1 worker x GOMAXPROCS=N, drives
-# the same open-loop load through the front with `immut loadtest`, and prints
-# requests/s and latency percentiles for both.
+# One process per CPU, or one process with every CPU? On this machine, runs
+# `immut up` as
+#   per-cpu    N workers x GOMAXPROCS=1   (the default)
+#   one-proc   1 worker  x GOMAXPROCS=N
+# and drives the same open-loop load through the front with `immut loadtest`:
+# a fixed RATE (latency percentiles) and a saturating SAT rate (the requests/s
+# actually achieved is the capacity). The configurations alternate over
+# ROUNDS rounds, and the medians are printed at the end.
 #
-#   bash bench/workers-vs-procs.sh [RATE] [DURATION] [CACHE]
+#   bash bench/workers-vs-procs.sh [RATE] [SAT] [DURATION] [CACHE]
 #
-# RATE defaults to 600/s, DURATION to 20s. CACHE is the front's cache size:
-# the default 1MiB keeps almost every read a miss, so the app tier and the
-# database do the work being compared (with a large cache the front answers
-# and both arrangements look alike).
+# Defaults: RATE 1000/s, SAT 3000/s, DURATION 15s, CACHE 1MiB (the front's
+# cache size: 1MiB keeps almost every read a miss, so the app tier and the
+# database do the work being compared; with a large cache the front answers
+# and both arrangements look alike). ROUNDS=3 by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
-RATE=${1:-600/s}
-DURATION=${2:-20s}
-CACHE=${3:-1MiB}
+RATE=${1:-1000/s}
+SAT=${2:-3000/s}
+DURATION=${3:-15s}
+CACHE=${4:-1MiB}
+ROUNDS=${ROUNDS:-3}
 N=$(nproc)
 work=$(mktemp -d /tmp/immut-wvp-XXXXXX)
 chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+pid=""
+cleanup() { [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 go build -o "$work/immut" ./cmd/immut
+results="$work/results"
+: > "$results"
 
-run() { # name workers procs port
-  local name=$1 workers=$2 procs=$3 port=$4 data="$work/data-$1"
-  "$work/immut" up --data "$data" --listen "127.0.0.1:$port" --workers "$workers" --worker-procs "$procs" \
-      --worker-base-port 0 --cache-size "$CACHE" --log-level warn > "$work/$name.up" 2>&1 &
-  local pid=$!
-  pids+=("$pid")
-  for _ in $(seq 100); do grep -q '^  token' "$work/$name.up" 2>/dev/null && break; sleep 0.2; done
-  local token targets
-  token=$(cat "$data/token")
-  targets=$(awk '$1=="port"{printf "%shttp://%s", sep, $2; sep=","}' "$work/$name.up")
-  echo "== $name: $workers worker(s) x GOMAXPROCS=$procs, front $targets, cache $CACHE"
-  "$work/immut" loadtest --target "$targets" --token "$token" --rate "$RATE" --duration "$DURATION" \
-      --warmup 3s --corpus 300 --seed 5 --json "$work/$name.json" > "$work/$name.txt" 2>/dev/null || true
-  grep -E '^(requests|throughput):' "$work/$name.txt"
-  grep -A7 '^latency from intended' "$work/$name.txt" | grep -E '^ +(op|all)'
-  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+load() { # name phase rate targets token
+  "$work/immut" loadtest --target "$4" --token "$5" --rate "$3" --duration "$DURATION" \
+      --warmup 3s --corpus 300 --seed 5 > "$work/out.txt" 2>/dev/null || true
+  local sent p99
+  sent=$(awk '/^throughput:/{print $2}' "$work/out.txt")
+  p99=$(awk '$1=="all"{print $7; exit}' "$work/out.txt")
+  echo "$1 $2 ${sent%/s} $p99" >> "$results"
+  printf '  %-9s %-6s at %-7s sent %-8s p99 %s\n' "$1" "$2" "$3" "$sent" "$p99"
 }
 
-run per-cpu "$N" 1 28080
-run one-proc 1 "$N" 28180
+run() { # name workers procs
+  local name=$1 data="$work/data-$1-$RANDOM"
+  "$work/immut" up --data "$data" --listen "127.0.0.1:28080" --workers "$2" --worker-procs "$3" \
+      --worker-base-port 0 --cache-size "$CACHE" --log-level warn > "$work/up.txt" 2>&1 &
+  pid=$!
+  for _ in $(seq 150); do grep -q '^  token' "$work/up.txt" 2>/dev/null && break; sleep 0.2; done
+  local token targets
+  token=$(cat "$data/token")
+  targets=$(awk '$1=="port"{printf "%shttp://%s", sep, $2; sep=","}' "$work/up.txt")
+  load "$name" fixed "$RATE" "$targets" "$token"
+  load "$name" sat "$SAT" "$targets" "$token"
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  rm -rf "$data"
+}
+
+echo "per-cpu: $N workers x GOMAXPROCS=1; one-proc: 1 worker x GOMAXPROCS=$N; front cache $CACHE"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  if [ $((r % 2)) = 1 ]; then run per-cpu "$N" 1; run one-proc 1 "$N"
+  else run one-proc 1 "$N"; run per-cpu "$N" 1; fi
+done
+
+echo "medians over $ROUNDS rounds:"
+for name in per-cpu one-proc; do
+  p99=$(awk -v n="$name" '$1==n && $2=="fixed"{print $4}' "$results" | sed 's/ms$//;s/µs$/e-3/;s/s$/e3/' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  cap=$(awk -v n="$name" '$1==n && $2=="sat"{print $3}' "$results" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  printf '  %-9s p99 at %s: %s ms   capacity (sent at %s): %s/s\n' "$name" "$RATE" "$p99" "$SAT" "$cap"
+done

@@ -304,3 +304,18 @@ func FuzzParseByteSize(f *testing.F) {
 		}
 	})
 }
+
+func TestStandbySetupPrimaryConfiguredChecksArchiving(t *testing.T) {
+	dir := pgtest.TempDir(t)
+	// The test cluster does not archive: the check must say so and stop
+	// before taking a base backup.
+	// The built binary: the archive commands must be runnable by postgres.
+	out, err := exec.Command(immutBinary(t), "standby", "setup", "--primary", pgtest.Cluster(t).DSN("postgres"),
+		"--archive", filepath.Join(dir, "archive"), "--data", filepath.Join(dir, "standby"), "--primary-configured", "--no-start").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "does not archive") {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "standby", "PG_VERSION")); err == nil {
+		t.Fatal("a base backup was taken from a primary that does not archive")
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/immut/immut/internal/pgcluster"
 	"github.com/immut/immut/replication"
 )
@@ -89,6 +91,7 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 	restart := fs.Bool("restart-primary", false, "if archive_mode needs a restart, restart the primary in --primary-data with pg_ctl (not for a primary run by immut up: restart that with --standby)")
 	primaryData := fs.String("primary-data", "", "the primary's data `directory`, for --restart-primary")
 	noStart := fs.Bool("no-start", false, "provision only; do not run the standby")
+	configured := fs.Bool("primary-configured", false, "the primary's archiving is configured already (e.g. by -c settings, as in docker-compose.yml): check it, change nothing (works with a REPLICATION role that may not ALTER SYSTEM)")
 	pgUser := fs.String("pg-user", "postgres", "OS user PostgreSQL runs as when immut runs as root")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -129,7 +132,12 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 		if parch == "" {
 			parch = archiveDir
 		}
-		pending, err := replication.ConfigureArchiving(ctx, *primary, replication.PrimarySettings(parch, pbin, *rpo))
+		var pending []string
+		if *configured {
+			err = checkPrimaryArchives(ctx, *primary)
+		} else {
+			pending, err = replication.ConfigureArchiving(ctx, *primary, replication.PrimarySettings(parch, pbin, *rpo))
+		}
 		if err != nil {
 			return err
 		}
@@ -382,5 +390,23 @@ func runStandbyPromote(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintln(stdout, "the old primary was NOT fenced (not on this host): make sure it never restarts as a primary")
 	}
 	fmt.Fprintln(stdout, "now repoint the app tier at the new primary (--dsn); see docs/OPERATIONS.md")
+	return nil
+}
+
+// checkPrimaryArchives makes sure a primary that immut did not configure
+// archives WAL (settings any role may read).
+func checkPrimaryArchives(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connecting to the primary: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var mode, level, command string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('archive_mode'), current_setting('wal_level'), current_setting('archive_command')").Scan(&mode, &level, &command); err != nil {
+		return fmt.Errorf("reading the primary's archive settings: %w", err)
+	}
+	if mode == "off" || level == "minimal" || strings.TrimSpace(command) == "" {
+		return fmt.Errorf("--primary-configured, but the primary does not archive (archive_mode=%s, wal_level=%s, archive_command=%q)", mode, level, command)
+	}
 	return nil
 }

@@ -11,6 +11,9 @@ if [ "$(id -u)" = 0 ]; then
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-    immut standby setup --primary "$PRIMARY_DSN" --archive /wal-archive --data "$PGDATA" --no-start
+    # The primary archives by its own -c settings (docker-compose.yml); the
+    # replicator role may not ALTER SYSTEM, so only check them.
+    immut standby setup --primary "$PRIMARY_DSN" --archive /wal-archive --data "$PGDATA" \
+        --primary-configured --no-start
 fi
 exec postgres -D "$PGDATA" -c listen_addresses='*'
