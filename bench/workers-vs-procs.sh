@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One process per CPU, or one process with every CPU? On this machine, runs
 # `immut up` as
-#   per-cpu    N workers x GOMAXPROCS=1   (the default)
+#   per-cpu    N workers x GOMAXPROCS=1
 #   one-proc   1 worker  x GOMAXPROCS=N
+#   per-cpu-n  N workers x GOMAXPROCS=N
 # and drives the same open-loop load through the front with `immut loadtest`:
 # a fixed RATE (latency percentiles) and a saturating SAT rate (the requests/s
 # actually achieved is the capacity). The configurations alternate over
@@ -58,15 +59,18 @@ run() { # name workers procs
   rm -rf "$data"
 }
 
-echo "per-cpu: $N workers x GOMAXPROCS=1; one-proc: 1 worker x GOMAXPROCS=$N; front cache $CACHE"
+echo "per-cpu: $N workers x GOMAXPROCS=1; one-proc: 1 worker x GOMAXPROCS=$N; per-cpu-n: $N workers x GOMAXPROCS=$N; front cache $CACHE"
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
-  if [ $((r % 2)) = 1 ]; then run per-cpu "$N" 1; run one-proc 1 "$N"
-  else run one-proc 1 "$N"; run per-cpu "$N" 1; fi
+  case $((r % 3)) in
+    1) run per-cpu "$N" 1; run one-proc 1 "$N"; run per-cpu-n "$N" "$N" ;;
+    2) run one-proc 1 "$N"; run per-cpu-n "$N" "$N"; run per-cpu "$N" 1 ;;
+    0) run per-cpu-n "$N" "$N"; run per-cpu "$N" 1; run one-proc 1 "$N" ;;
+  esac
 done
 
 echo "medians over $ROUNDS rounds:"
-for name in per-cpu one-proc; do
+for name in per-cpu one-proc per-cpu-n; do
   p99=$(awk -v n="$name" '$1==n && $2=="fixed"{print $4}' "$results" | sed 's/ms$//;s/µs$/e-3/;s/s$/e3/' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
   cap=$(awk -v n="$name" '$1==n && $2=="sat"{print $3}' "$results" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
   printf '  %-9s p99 at %s: %s ms   capacity (sent at %s): %s/s\n' "$name" "$RATE" "$p99" "$SAT" "$cap"
