@@ -252,6 +252,15 @@ func TestCLIBadInput(t *testing.T) {
 		{"bad size", []string{"serve", "--max-blob-size", "12XB"}, 2, "unknown unit"},
 		{"migrate without dsn", []string{"migrate"}, 1, "--dsn"},
 		{"gc without dsn", []string{"gc"}, 1, "--dsn"},
+		{"preprod without subcommand", []string{"preprod"}, 2, "usage"},
+		{"preprod refresh without dsns", []string{"preprod", "refresh"}, 1, "--from and --to"},
+		{"preprod refresh onto production", []string{"preprod", "refresh", "--from", "host=db port=5432 dbname=immut", "--to", "postgres://db:5432/immut"}, 1, "looks like the production"},
+		{"preprod refresh bad dsn", []string{"preprod", "refresh", "--from", "host=db port=notaport", "--to", "x"}, 1, "--from"},
+		{"probe refused", []string{"probe", "--url", "http://127.0.0.1:1/healthz", "--timeout", "1s"}, 1, "refused"},
+		{"probe bad url", []string{"probe", "--url", "::nonsense"}, 1, "missing protocol scheme"},
+		{"up with negative workers", []string{"up", "--workers", "-1", "--data", "/nonexistent/x"}, 1, "--workers"},
+		{"up rolling restart without a running instance", []string{"up", "--rolling-restart", "--data", "/nonexistent/x"}, 1, "no running immut"},
+		{"serve rolling restart without control", []string{"serve", "--rolling-restart"}, 1, "--control"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
