@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,6 +46,9 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	htmlPath := fs.String("html", "", "also write a self-contained HTML report with charts to `FILE`")
 	failIf := fs.String("fail-if", "", "exit 3 unless every condition holds, such as 'p99<50ms,errors<0.1%,hit>=80%'")
 	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintf(stderr, "immut loadtest: %v\n", err)
 		}

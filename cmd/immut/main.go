@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -58,6 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	err := cmd.run(ctx, args[1:], stdout, stderr)
 	if err == nil {
 		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0 // the flags were printed, as asked
 	}
 	if errors.Is(err, errUsage) {
 		return 2
