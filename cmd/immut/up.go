@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/immut/immut/cachefront"
@@ -150,7 +151,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	appCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var died error
+	// died is why the database went away under the app, set by the watcher
+	// below before it cancels the app.
+	var died atomic.Pointer[error]
 	if dbDied != nil {
 		go func() {
 			select {
@@ -162,13 +165,16 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 					werr := replication.WaitPromoted(wctx, repl.Standby)
 					wcancel()
+					var err error
 					if werr != nil {
-						died = fmt.Errorf("the primary was fenced by a promotion, but the standby in %s did not finish it: %w", standbyDir, werr)
+						err = fmt.Errorf("the primary was fenced by a promotion, but the standby in %s did not finish it: %w", standbyDir, werr)
 					} else {
-						died = fmt.Errorf("the standby in %s was promoted and %s fenced; start immut up again to serve from the new primary", standbyDir, primaryDir)
+						err = fmt.Errorf("the standby in %s was promoted and %s fenced; start immut up again to serve from the new primary", standbyDir, primaryDir)
 					}
+					died.Store(&err)
 				} else {
-					died = errors.New("PostgreSQL exited unexpectedly; see its log in " + filepath.Join(primaryDir, "server.log"))
+					err := errors.New("PostgreSQL exited unexpectedly; see its log in " + filepath.Join(primaryDir, "server.log"))
+					died.Store(&err)
 					log.Error("database stopped under the app")
 				}
 				cancel()
@@ -191,8 +197,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			control: control, stdout: stdout, stderr: stderr, dataDir: dataDir,
 		})
 	}
-	if died != nil {
-		return died
+	if d := died.Load(); d != nil {
+		return *d
 	}
 	return err
 }
