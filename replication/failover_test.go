@@ -245,8 +245,9 @@ func TestArchiveUnwritable(t *testing.T) {
 	// Each switch finishes a 16 MiB segment; one every half second keeps
 	// the archiver busy without piling up a backlog to copy later.
 	var lastSwitch time.Time
+	every := 500 * time.Millisecond
 	writeAndSwitch := func() {
-		if time.Since(lastSwitch) < 500*time.Millisecond {
+		if time.Since(lastSwitch) < every {
 			return
 		}
 		lastSwitch = time.Now()
@@ -279,7 +280,12 @@ func TestArchiveUnwritable(t *testing.T) {
 	if err := chmod(p.archive, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "archiving to resume and the check to recover", func() bool {
+	// A new segment now and then wakes an archiver that backed off after
+	// failures; one every half second could outrun a slow machine's copies
+	// and keep the backlog from ever draining.
+	every = 5 * time.Second
+	lastSwitch = time.Time{}
+	waitFor(t, 90*time.Second, "archiving to resume and the check to recover", func() bool {
 		writeAndSwitch()
 		st = mon.Status(ctx)
 		ok, _ := replication.Check(st, replication.Thresholds{})
