@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
 )
 
@@ -326,5 +329,39 @@ func TestStandbySetupPrimaryConfiguredChecksArchiving(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "standby", "PG_VERSION")); err == nil {
 		t.Fatal("a base backup was taken from a primary that does not archive")
+	}
+}
+
+func TestGCAndVerifyCommands(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	if code, _, errs := runCLI("migrate", "--dsn", dsn); code != 0 {
+		t.Fatal(errs)
+	}
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store, _ := blobstore.New(blobstore.Config{Pool: pool})
+	kept, _, _ := store.Put(ctx, strings.NewReader("named, kept"), blobstore.PutOptions{})
+	store.SetName(ctx, "keep", kept.Hash, blobstore.Precondition{})
+	store.Put(ctx, strings.NewReader("orphan"), blobstore.PutOptions{})
+
+	if code, out, errs := runCLI("verify", "--dsn", dsn); code != 0 || !strings.Contains(out, "checked 2 blobs") || !strings.Contains(out, "0 corrupt") {
+		t.Fatalf("verify: %d %q %q", code, out, errs)
+	}
+	if code, out, _ := runCLI("gc", "--dsn", dsn); code != 0 || !strings.Contains(out, "removed 0 blobs") {
+		t.Fatalf("gc within the grace period: %d %q", code, out)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if code, out, _ := runCLI("gc", "--dsn", dsn, "--grace", "0s"); code != 0 || !strings.Contains(out, "removed 1 blobs, 6 bytes") {
+		t.Fatalf("gc --grace 0s: %d %q", code, out)
+	}
+	// A flipped byte behind the store's back: verify names it and exits 4.
+	pool.Exec(ctx, "UPDATE chunks SET data = set_byte(data, 0, get_byte(data, 0) # 1)")
+	code, out, _ := runCLI("verify", "--dsn", dsn)
+	if code != 4 || !strings.Contains(out, "CORRUPT "+kept.Hash.String()) {
+		t.Fatalf("verify of a corrupt blob: %d %q", code, out)
 	}
 }
