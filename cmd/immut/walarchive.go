@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/immut/immut/replication"
@@ -18,39 +19,39 @@ func init() {
 // the archiver, so neither may ever use one.
 
 func runWALPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("wal-push", stderr)
+	pos, archive, err := walArgs("wal-push", "PATH FILENAME", "archive_command: wal-push %p %f ...", args, stderr)
+	if err != nil {
+		return err
+	}
+	return replication.PushWAL(pos[0], pos[1], archive)
+}
+
+// walArgs reads the two positional arguments and --archive shared by
+// wal-push and wal-fetch.
+func walArgs(name, operands, hint string, args []string, stderr io.Writer) ([]string, string, error) {
+	fs := newFlagSet(name, stderr)
 	archive := fs.String("archive", "", "WAL archive `directory` (required)")
 	fs.Usage = func() {
-		io.WriteString(stderr, "usage: immut wal-push PATH FILENAME --archive DIR   (archive_command: wal-push %p %f ...)\n")
+		fmt.Fprintf(stderr, "usage: immut %s %s --archive DIR   (%s)\n", name, operands, hint)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	if len(pos) != 2 || *archive == "" {
 		fs.Usage()
-		return errUsage
+		return nil, "", errUsage
 	}
-	return replication.PushWAL(pos[0], pos[1], *archive)
+	return pos, *archive, nil
 }
 
 func runWALFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("wal-fetch", stderr)
-	archive := fs.String("archive", "", "WAL archive `directory` (required)")
-	fs.Usage = func() {
-		io.WriteString(stderr, "usage: immut wal-fetch FILENAME DESTINATION --archive DIR   (restore_command: wal-fetch %f %p ...)\n")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
+	pos, archive, err := walArgs("wal-fetch", "FILENAME DESTINATION", "restore_command: wal-fetch %f %p ...", args, stderr)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || *archive == "" {
-		fs.Usage()
-		return errUsage
-	}
-	err = replication.FetchWAL(pos[0], pos[1], *archive)
+	err = replication.FetchWAL(pos[0], pos[1], archive)
 	if errors.Is(err, replication.ErrNotInArchive) {
 		// The normal end of the archive, asked every
 		// wal_retrieve_retry_interval: exit 1 without filling the

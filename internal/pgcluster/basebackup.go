@@ -75,9 +75,6 @@ func BaseBackup(ctx context.Context, cfg Config, sourceDSN string) error {
 // directory such as a WAL archive is writable by archive_command), and does
 // nothing otherwise.
 func HandOver(cfg Config, path string) error {
-	if cfg.RunAs == "" {
-		cfg.RunAs = "postgres"
-	}
 	o, err := cfg.owner()
 	if err != nil {
 		return err
@@ -225,9 +222,6 @@ func RestartRunning(ctx context.Context, cfg Config) error {
 // directory must let it pass and the file must be executable by it. A binary
 // under /root, for example, is not.
 func CheckExecutable(cfg Config, path string) error {
-	if cfg.RunAs == "" {
-		cfg.RunAs = "postgres"
-	}
 	o, err := cfg.owner()
 	if err != nil {
 		return err

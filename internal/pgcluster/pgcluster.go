@@ -158,6 +158,9 @@ func (cfg *Config) owner() (owner, error) {
 	if os.Geteuid() != 0 {
 		return owner{uid: os.Geteuid(), gid: os.Getegid()}, nil
 	}
+	if cfg.RunAs == "" {
+		cfg.RunAs = "postgres"
+	}
 	u, err := user.Lookup(cfg.RunAs)
 	if err != nil {
 		return owner{}, fmt.Errorf("running as root, PostgreSQL must run as an unprivileged user, but user %q does not exist (create it, e.g. `useradd --system postgres`, or choose another with IMMUT_PG_USER): %w", cfg.RunAs, err)
