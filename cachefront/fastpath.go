@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/immut/immut/internal/httpsem"
 )
 
 // The fast path serves the front's hottest case, a plain GET or HEAD of a
@@ -293,7 +295,7 @@ func parseFastRequest(head []byte) (r fastRequest, ok bool) {
 		if colon < 1 {
 			return r, false
 		}
-		name, value := fl[:colon], trimOWS(fl[colon+1:])
+		name, value := fl[:colon], httpsem.TrimOWS(fl[colon+1:])
 		for _, ch := range name {
 			if !isTokenChar(ch) {
 				return r, false
@@ -306,56 +308,56 @@ func parseFastRequest(head []byte) (r fastRequest, ok bool) {
 		}
 		switch len(name) {
 		case 4:
-			if asciiEqualFold(name, "host") {
+			if httpsem.EqualFold(name, "host") {
 				if hasHost {
 					return r, false
 				}
 				hasHost = true
 			}
 		case 2:
-			if asciiEqualFold(name, "te") {
+			if httpsem.EqualFold(name, "te") {
 				return r, false
 			}
 		case 5:
-			if asciiEqualFold(name, "range") {
+			if httpsem.EqualFold(name, "range") {
 				return r, false
 			}
 		case 6:
-			if asciiEqualFold(name, "expect") {
+			if httpsem.EqualFold(name, "expect") {
 				return r, false
 			}
 		case 7:
-			if asciiEqualFold(name, "upgrade") || asciiEqualFold(name, "trailer") {
+			if httpsem.EqualFold(name, "upgrade") || httpsem.EqualFold(name, "trailer") {
 				return r, false
 			}
 		case 8:
-			if asciiEqualFold(name, "if-match") || asciiEqualFold(name, "if-range") {
+			if httpsem.EqualFold(name, "if-match") || httpsem.EqualFold(name, "if-range") {
 				return r, false
 			}
 		case 10:
-			if asciiEqualFold(name, "connection") {
+			if httpsem.EqualFold(name, "connection") {
 				switch {
-				case asciiEqualFold(value, "close"):
+				case httpsem.EqualFold(value, "close"):
 					r.closeAfter = true
-				case asciiEqualFold(value, "keep-alive"):
+				case httpsem.EqualFold(value, "keep-alive"):
 				default:
 					return r, false
 				}
 			}
 		case 13:
-			if asciiEqualFold(name, "authorization") || asciiEqualFold(name, "if-none-match") {
+			if httpsem.EqualFold(name, "authorization") || httpsem.EqualFold(name, "if-none-match") {
 				return r, false
 			}
 		case 14:
-			if asciiEqualFold(name, "content-length") {
+			if httpsem.EqualFold(name, "content-length") {
 				return r, false
 			}
 		case 17:
-			if asciiEqualFold(name, "transfer-encoding") || asciiEqualFold(name, "if-modified-since") {
+			if httpsem.EqualFold(name, "transfer-encoding") || httpsem.EqualFold(name, "if-modified-since") {
 				return r, false
 			}
 		case 19:
-			if asciiEqualFold(name, "if-unmodified-since") {
+			if httpsem.EqualFold(name, "if-unmodified-since") {
 				return r, false
 			}
 		}

@@ -34,7 +34,7 @@ import (
 )
 
 // Front is a running (or ready to run) front tier. Create it with New, then
-// Start and Close, or Run.
+// Start it and Close it.
 type Front struct {
 	cfg      Config
 	log      *slog.Logger
@@ -252,18 +252,6 @@ func (f *Front) AdminAddr() string {
 		return ""
 	}
 	return f.adminLn.Addr().String()
-}
-
-// Run starts the front and serves until ctx is cancelled, then shuts down
-// gracefully (in-flight requests get up to 10 seconds).
-func (f *Front) Run(ctx context.Context) error {
-	if err := f.Start(); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return f.Close(sctx)
 }
 
 // Close stops accepting, lets in-flight requests finish until ctx ends, then

@@ -96,7 +96,3 @@ func newMetrics(f *Front) *metrics {
 func (m *metrics) forListener(name string) listenerMetrics {
 	return listenerMetrics{requests: m.requests.WithLabelValues(name), latency: m.latency.WithLabelValues(name)}
 }
-
-// Registry returns the Prometheus registry holding the front's metrics (the
-// admin listener serves it at /metrics).
-func (f *Front) Registry() *prometheus.Registry { return f.m.reg }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/zeebo/blake3"
+
+	"github.com/immut/immut/internal/httpsem"
 )
 
 // ErrDigestMismatch reports an origin body that does not hash to the
@@ -38,7 +40,6 @@ var (
 	hdrXCache       = []byte("X-Cache")
 	hdrCacheStatus  = []byte("Cache-Status")
 	hdrAge          = []byte("Age")
-	hdrXServedBy    = []byte("X-Served-By")
 	hdrContentRange = []byte("Content-Range")
 	hdrCacheControl = []byte("Cache-Control")
 	valHit          = []byte("HIT")
@@ -111,7 +112,7 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 	var num [20]byte
 	age := strconv.AppendInt(num[:0], e.age(now), 10)
 	if e.status == http.StatusOK {
-		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && etagMatch(inm, e.etag) {
+		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && httpsem.IfNoneMatch(inm, e.etag) {
 			rh.SetStatusCode(http.StatusNotModified)
 			for i := range e.headers {
 				if h := &e.headers[i]; h.notModified {
@@ -128,22 +129,18 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 		}
 	}
 	status, body := e.status, e.body
+	var crbuf [48]byte // "bytes " and three int64s, on the stack
 	var crange []byte
 	if e.status == http.StatusOK && ctx.IsGet() {
-		if rng := ctx.Request.Header.Peek(fasthttp.HeaderRange); len(rng) > 0 && ifRangeOK(ctx, e) {
-			switch s, end, kind := parseRange(rng, int64(len(body))); kind {
-			case rangeOK:
-				status, body = http.StatusPartialContent, body[s:end+1]
-				crange = append(crange, "bytes "...)
-				crange = strconv.AppendInt(crange, s, 10)
-				crange = append(crange, '-')
-				crange = strconv.AppendInt(crange, end, 10)
-				crange = append(crange, '/')
-				crange = strconv.AppendInt(crange, int64(len(e.body)), 10)
-			case rangeUnsatisfiable:
+		rng := ctx.Request.Header.Peek(fasthttp.HeaderRange)
+		if len(rng) > 0 && httpsem.IfRange(ctx.Request.Header.Peek(fasthttp.HeaderIfRange), e.etag) {
+			switch r, res := httpsem.ParseRange(rng, int64(len(body))); res {
+			case httpsem.RangeSatisfiable:
+				status, body = http.StatusPartialContent, body[r.Start:r.Start+r.Length]
+				crange = r.AppendContentRange(crbuf[:0], int64(len(e.body)))
+			case httpsem.RangeUnsatisfiable:
 				status, body = http.StatusRequestedRangeNotSatisfiable, nil
-				crange = append(crange, "bytes */"...)
-				crange = strconv.AppendInt(crange, int64(len(e.body)), 10)
+				crange = httpsem.AppendUnsatisfiedRange(crbuf[:0], int64(len(e.body)))
 			}
 		}
 	}
@@ -168,16 +165,6 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 	if !ctx.IsHead() {
 		f.m.bytesFromCache.Add(float64(len(body)))
 	}
-}
-
-// ifRangeOK applies If-Range: the Range counts only if the validator is the
-// stored object's strong ETag (or no If-Range was sent).
-func ifRangeOK(ctx *fasthttp.RequestCtx, e *entry) bool {
-	ir := ctx.Request.Header.Peek(fasthttp.HeaderIfRange)
-	if len(ir) == 0 {
-		return true
-	}
-	return len(e.etag) > 0 && !bytes.HasPrefix(e.etag, []byte("W/")) && bytes.Equal(ir, e.etag)
 }
 
 // flight is one origin fetch that concurrent misses of a key share. Its

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/internal/httpsem"
 )
 
 const immutableCache = "public, max-age=31536000, immutable"
@@ -145,7 +146,7 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 		hdr.Set("Content-Disposition", `attachment; filename="`+h.String()+`"`)
 		hdr.Set("Content-Security-Policy", sandboxCSP)
 	}
-	if etagMatches(r.Header.Get("If-None-Match"), etag) {
+	if httpsem.IfNoneMatchString(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
@@ -153,19 +154,18 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 
 	start, length := int64(0), b.Size
 	status := http.StatusOK
-	if rng := r.Header.Get("Range"); rng != "" && ifRangeAllows(r.Header.Get("If-Range"), etag) {
-		br, err := ParseRange(rng, b.Size)
-		switch {
-		case err == errUnsatisfiable:
-			hdr.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
-			hdr.Del("Cache-Control")
-			return errorf(http.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, b.Size)
-		case err == nil:
-			start, length, status = br.Start, br.Length, http.StatusPartialContent
-			hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", br.Start, br.Start+br.Length-1, b.Size))
-		}
+	if rng := r.Header.Get("Range"); rng != "" && httpsem.IfRangeString(r.Header.Get("If-Range"), etag) {
 		// A malformed or multi-range header is ignored: the whole blob
 		// is a correct answer (RFC 9110 §14.2).
+		switch br, res := httpsem.ParseRangeString(rng, b.Size); res {
+		case httpsem.RangeUnsatisfiable:
+			hdr.Set("Content-Range", httpsem.UnsatisfiedRange(b.Size))
+			hdr.Del("Cache-Control")
+			return errorf(http.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, b.Size)
+		case httpsem.RangeSatisfiable:
+			start, length, status = br.Start, br.Length, http.StatusPartialContent
+			hdr.Set("Content-Range", br.ContentRange(b.Size))
+		}
 	}
 	hdr.Set("Content-Length", strconv.FormatInt(length, 10))
 	w.WriteHeader(status)
@@ -180,25 +180,4 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("streaming blob %s: %d of %d bytes: %w", h, n, length, err)
 	}
 	return nil
-}
-
-// etagMatches implements the weak comparison of If-None-Match.
-func etagMatches(header, etag string) bool {
-	if header == "" {
-		return false
-	}
-	for _, t := range strings.Split(header, ",") {
-		t = strings.TrimSpace(t)
-		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
-			return true
-		}
-	}
-	return false
-}
-
-// ifRangeAllows reports whether a Range header may be honoured given If-Range:
-// only with no If-Range, or a strong ETag match (a date never matches an
-// ETag-only resource reliably, so it falls back to the whole blob).
-func ifRangeAllows(ifRange, etag string) bool {
-	return ifRange == "" || ifRange == etag
 }
