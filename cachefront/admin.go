@@ -77,16 +77,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// Purge removes path from the cache. For a blob path (/b/<hash>, with or
-// without an extension or query) every cached variant of that hash stops
-// being served: variants are keyed separately, so the hash is remembered as
-// purged and objects fetched before now are treated as absent.
+// Purge removes path from the cache. A blob path (/b/<hash>, in any
+// spelling: with an extension or a query, percent-encoded, upper-case)
+// removes the blob's one stored copy, and the hash is remembered as purged
+// so that a fetch already in flight does not store it again: objects
+// fetched before now are treated as absent.
 func (f *Front) Purge(path string) {
-	f.cache.Del(path)
-	h, ok := blobHash(path)
+	h, ok := purgeKey(path)
 	if !ok {
+		f.cache.Del(path)
 		return
 	}
+	f.cache.Del(blobPrefix + h)
 	f.purgeMu.Lock()
 	defer f.purgeMu.Unlock()
 	next := map[string]int64{}

@@ -3,7 +3,6 @@ package cachefront
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unsafe"
 )
@@ -20,7 +19,7 @@ type entry struct {
 	body        []byte
 	rawHead     []byte // status line and stored fields as sent by the fast path, up to Date
 
-	hash      string    // the blob hash of a /b/<hash> key, for purge
+	hash      string    // the blob hash of a /b/<hash> key, for verification and purge
 	fetchedAt time.Time // when the request that produced it was sent (purge compares)
 	received  time.Time // when the response arrived (Age counts from here)
 	initAge   int64     // the origin's Age at that moment, seconds
@@ -124,8 +123,8 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 	n := int64(len(e.hbuf) + 4*len(e.headers))
 	e.rawHead = e.renderHead()
 	n += int64(len(e.rawHead))
-	if h, ok := blobHash(key); ok {
-		e.hash = h
+	if k, isBlob, ok := cacheKey(key); isBlob && ok {
+		e.hash = k[len(blobPrefix):]
 	}
 	// The struct and slice headers are small next to a body; count them so
 	// that many tiny objects still respect the budget.
@@ -144,25 +143,6 @@ func (e *entry) age(now time.Time) int64 {
 		return 0
 	}
 	return a
-}
-
-// blobHash extracts <hash> from a /b/<hash>[.ext][?query] key.
-func blobHash(key string) (string, bool) {
-	rest, ok := strings.CutPrefix(key, "/b/")
-	if !ok || len(rest) < 64 {
-		return "", false
-	}
-	h := rest[:64]
-	for i := 0; i < 64; i++ {
-		c := h[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return "", false
-		}
-	}
-	if len(rest) > 64 && rest[64] != '.' && rest[64] != '?' {
-		return "", false
-	}
-	return h, true
 }
 
 // b2s views b as a string without copying. The string must not outlive b;

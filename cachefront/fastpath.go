@@ -166,7 +166,13 @@ func (l *listener) serveFast(f *Front, c net.Conn) {
 		if complete {
 			if req, ok := parseFastRequest(head); ok {
 				start := time.Now()
-				e, hit := f.cache.Get(b2s(req.target))
+				// A /b/ target that is not canonical is refused by fasthttp.
+				key, _, canonical := cacheKey(req.target)
+				var e *entry
+				hit := false
+				if canonical {
+					e, hit = f.cache.Get(b2s(key))
+				}
 				if hit && !e.hitForPass && e.rawHead != nil && e.fresh(start.UnixNano()) && !f.purged(e) {
 					br.Discard(len(head))
 					if !l.writeFast(f, c, fc, e, req, start) || req.closeAfter {

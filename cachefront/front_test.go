@@ -452,14 +452,27 @@ func TestPurge(t *testing.T) {
 			}
 		})
 	}
-	for _, p := range []string{"/b/" + hash, "/b/" + hash + ".png"} {
-		if r := get(t, urls[0]+p); r.header.Get("X-Cache") != "MISS" {
-			t.Fatalf("%s after purge: X-Cache %q, want MISS", p, r.header.Get("X-Cache"))
-		}
+	// Purged: the next request of any spelling fetches again, and the one
+	// stored copy then serves every spelling.
+	if r := get(t, urls[0]+"/b/"+hash+".png"); r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("after purge: X-Cache %q, want MISS", r.header.Get("X-Cache"))
 	}
 	settle(f)
-	if r := get(t, urls[0]+"/b/"+hash); r.header.Get("X-Cache") != "HIT" {
-		t.Fatalf("refetched after purge: X-Cache %q, want HIT", r.header.Get("X-Cache"))
+	for _, p := range []string{"/b/" + hash, "/b/" + hash + "?q=1"} {
+		if r := get(t, urls[0]+p); r.header.Get("X-Cache") != "HIT" {
+			t.Fatalf("%s refetched after purge: X-Cache %q, want HIT", p, r.header.Get("X-Cache"))
+		}
+	}
+	// A takedown: purged, then removed at the origin (immut gc). No
+	// spelling of the blob's URL serves its bytes any more.
+	o.mu.Lock()
+	delete(o.blobs, hash)
+	o.mu.Unlock()
+	f.Purge("/b/" + strings.ToUpper(hash) + "?any")
+	for _, p := range []string{"/b/" + hash, "/b/" + hash + ".png", "/b/" + hash + "?q=1", "/b/" + hash + ".png?x"} {
+		if r := get(t, urls[0]+p); r.status != 404 || r.header.Get("X-Cache") != "MISS" {
+			t.Fatalf("%s after takedown: %d, X-Cache %q, want 404 MISS", p, r.status, r.header.Get("X-Cache"))
+		}
 	}
 	m := get(t, admin+"/metrics")
 	for _, name := range []string{"immut_front_cache_hits_total", "immut_front_purges_total 2", "immut_front_backend_up{backend=", "immut_front_cache_budget_bytes", "immut_front_request_duration_seconds_bucket"} {

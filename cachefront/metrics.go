@@ -12,6 +12,7 @@ type metrics struct {
 	hits, misses, collapsed, stale   prometheus.Counter
 	bytesFromCache, passes, failover prometheus.Counter
 	originErrors, waitTimeouts       prometheus.Counter
+	clientErrors                     prometheus.Counter
 	purges                           prometheus.Counter
 	requests                         *prometheus.CounterVec
 	latency                          *prometheus.HistogramVec
@@ -41,6 +42,7 @@ func newMetrics(f *Front) *metrics {
 	m.passes = c("pass_requests_total", "Requests forwarded to the origin without the cache (writes, uncacheable answers, Authorization).")
 	m.failover = c("failovers_total", "Origin requests sent to another backend because the listener's own backend refused the connection.")
 	m.originErrors = c("origin_errors_total", "Requests answered 502/504 by the front because no backend could answer.")
+	m.clientErrors = c("client_errors_total", "Requests the front refused as the client's fault (400: a blob URL not in its canonical form, a request body that could not be read).")
 	m.waitTimeouts = c("wait_timeouts_total", "Collapsed waiters that gave up waiting for the in-flight fetch.")
 	m.purges = c("purges_total", "Purge requests accepted on the admin listener.")
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immut", Subsystem: "front", Name: "requests_total",

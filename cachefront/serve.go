@@ -72,13 +72,23 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		f.pass(l, ctx)
 		return
 	}
-	uri := h.RequestURI()
-	if len(uri) == 0 || uri[0] != '/' {
-		f.pass(l, ctx)
+	target := h.RequestURI()
+	if len(target) == 0 || target[0] != '/' {
+		t, ok := originForm(string(target))
+		if !ok {
+			f.pass(l, ctx)
+			return
+		}
+		target = []byte(t)
+	}
+	key, isBlob, ok := cacheKey(target)
+	if !ok {
+		f.m.clientErrors.Inc()
+		f.writeError(ctx, http.StatusBadRequest, "not a blob URL: want /b/<64 lowercase hex characters>[.<extension>]")
 		return
 	}
 	auth := len(h.Peek(fasthttp.HeaderAuthorization)) > 0
-	e, ok := f.cache.Get(b2s(uri))
+	e, ok := f.cache.Get(b2s(key))
 	if ok && f.purged(e) {
 		e, ok = nil, false
 	}
@@ -101,7 +111,13 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		return
 	}
 	f.m.misses.Inc()
-	f.miss(l, ctx, string(uri), e, now)
+	// A blob is fetched under its canonical path, whatever spelling the
+	// client used: the stored copy is the one every spelling is served.
+	fetch := string(target)
+	if isBlob {
+		fetch = string(key)
+	}
+	f.miss(l, ctx, string(key), fetch, e, now)
 }
 
 // writeEntry answers from a stored object: 304 for a matching
@@ -185,7 +201,7 @@ type flight struct {
 // miss collapses concurrent misses of key into one origin fetch. The fetch
 // runs detached from the client so that it completes (and fills the cache)
 // even when the first client goes away; waiters give up after WaitTimeout.
-func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key string, stale *entry, now time.Time) {
+func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key, target string, stale *entry, now time.Time) {
 	f.flightMu.Lock()
 	fl, joined := f.flights[key]
 	if !joined {
@@ -195,7 +211,7 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key string, stale *e
 	f.flightMu.Unlock()
 	leader := !joined
 	if leader {
-		req, _, err := f.originRequest(ctx, true)
+		req, _, err := f.originRequest(ctx, target, true)
 		if err != nil {
 			f.finish(key, fl)
 			f.writeError(ctx, http.StatusBadRequest, "bad request target")
@@ -443,7 +459,7 @@ func (c *cancelOnClose) Close() error {
 // without the cache. Request bodies stream up as the client sends them.
 func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx) {
 	f.m.passes.Inc()
-	req, body, err := f.originRequest(ctx, false)
+	req, body, err := f.originRequest(ctx, "", false)
 	if err != nil {
 		f.writeError(ctx, http.StatusBadRequest, "bad request target")
 		return
@@ -575,13 +591,18 @@ var notInFetch = map[string]bool{
 	"Authorization": true,
 }
 
-// originRequest builds the origin request for ctx. fetch selects a
-// collapsed GET without client-specific fields; otherwise the method, the
-// fields and the body stream are forwarded.
-func (f *Front) originRequest(ctx *fasthttp.RequestCtx, fetch bool) (*http.Request, *guardedBody, error) {
-	target := string(ctx.Request.Header.RequestURI())
-	if len(target) == 0 || target[0] != '/' {
-		target = string(ctx.URI().RequestURI())
+// originRequest builds the origin request for ctx, to target (its
+// origin-form target when empty). fetch selects a collapsed GET without
+// client-specific fields; otherwise the method, the fields and the body
+// stream are forwarded.
+func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch bool) (*http.Request, *guardedBody, error) {
+	if target == "" {
+		target = string(ctx.Request.Header.RequestURI())
+		if len(target) == 0 || target[0] != '/' {
+			if t, ok := originForm(target); ok {
+				target = t
+			}
+		}
 	}
 	u, err := url.ParseRequestURI(target)
 	if err != nil {

@@ -304,7 +304,7 @@ func TestRangeConditionalHeadAndErrors(t *testing.T) {
 		{"extension", "GET", "/b/" + h + ".png", nil, 200, data, "", false},
 		{"upper-case hash", "GET", "/b/" + strings.ToUpper(h), nil, 400, nil, "", true},
 		{"short hash", "GET", "/b/abc", nil, 400, nil, "", true},
-		{"bad extension", "GET", "/b/" + h + ".p/g", nil, 404, nil, "", true},
+		{"bad extension", "GET", "/b/" + h + ".p/g", nil, 400, nil, "", true},
 		{"unknown", "GET", "/b/" + hexHash([]byte("unknown")), nil, 404, nil, "", true},
 		{"no such endpoint", "GET", "/nope", nil, 404, nil, "", true},
 		{"wrong method", "DELETE", "/b/" + h, nil, 405, nil, "", true},

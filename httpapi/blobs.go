@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -103,23 +102,28 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, opt blobstore.Pu
 	return writeJSON(w, status, blobView(b))
 }
 
-// parseBlobPath reads "<hash>" or "<hash>.<ext>" from /b/{hash}. The
-// extension is cosmetic (for tools that want one); the type comes from the bytes.
+// parseBlobPath reads "<hash>" or "<hash>.<ext>" from /b/{hash}, as sent
+// (the router keeps the path percent-encoded). A blob URL has one canonical
+// form, which the front tier (cachefront) keys its cache on: 64 lowercase
+// hex characters, then optionally "." and 1–10 characters [a-z0-9]. Any
+// other spelling, percent-encoded characters included, is refused with 400
+// rather than decoded, so that no second URL serves the same bytes past the
+// front's hash check and purge. The extension is cosmetic (for tools that
+// want one); the type comes from the bytes. The query is ignored.
 func parseBlobPath(seg string) (blobstore.Hash, error) {
-	raw, err := url.PathUnescape(seg)
-	if err != nil {
-		return blobstore.Hash{}, fmt.Errorf("%w: %v", blobstore.ErrBadHash, err)
-	}
-	hash, ext, hasExt := strings.Cut(raw, ".")
+	hash, ext, hasExt := strings.Cut(seg, ".")
 	if hasExt {
 		if len(ext) == 0 || len(ext) > 10 {
 			return blobstore.Hash{}, fmt.Errorf("%w: bad extension", blobstore.ErrBadHash)
 		}
 		for _, c := range ext {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-				return blobstore.Hash{}, fmt.Errorf("%w: bad extension", blobstore.ErrBadHash)
+				return blobstore.Hash{}, fmt.Errorf("%w: bad extension (want 1-10 of a-z, 0-9; nothing percent-encoded)", blobstore.ErrBadHash)
 			}
 		}
+	}
+	if strings.Contains(hash, "%") {
+		return blobstore.Hash{}, fmt.Errorf("%w: a blob URL is not percent-encoded", blobstore.ErrBadHash)
 	}
 	return blobstore.ParseHash(hash)
 }

@@ -154,7 +154,9 @@ func (s *Server) routes() {
 	}
 	handle("upload", "/v1/blobs", s.auth(s.postBlob), http.MethodPost)
 	handle("upload_hash", "/v1/blobs/{hash}", s.auth(s.putBlob), http.MethodPut)
-	handle("blob", "/b/{hash}", s.getBlob, http.MethodGet, http.MethodHead)
+	// Every path under /b/ reaches getBlob, which refuses what is not a
+	// canonical blob URL with 400, as the front does.
+	handle("blob", "/b/{hash:.*}", s.getBlob, http.MethodGet, http.MethodHead)
 	handle("image_put", "/v1/images/{name:.*}", s.auth(s.putImage), http.MethodPut)
 	handle("image_get", "/v1/images/{name:.*}", s.getImage, http.MethodGet, http.MethodHead)
 	handle("image_delete", "/v1/images/{name:.*}", s.auth(s.deleteImage), http.MethodDelete)

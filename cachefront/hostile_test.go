@@ -1,0 +1,220 @@
+package cachefront
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The tests of this file reproduce the attacks of issue 12 ("Hostile
+// clients") on raw connections, so that no client library tidies the
+// request first.
+
+// rawResponse is one response read off a raw connection.
+type rawResponse struct {
+	status int
+	header http.Header
+	body   []byte
+	proto  string
+	te     []string
+}
+
+// raw sends req on a new connection to addr and reads one response (for
+// method) within 5 seconds.
+func raw(t *testing.T, addr, method, req string) rawResponse {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	return readRaw(t, bufio.NewReader(c), method)
+}
+
+func readRaw(t *testing.T, br *bufio.Reader, method string) rawResponse {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	return rawResponse{resp.StatusCode, resp.Header, body, resp.Proto, resp.TransferEncoding}
+}
+
+// TestNonCanonicalBlobPathsRefused (issue 12, item 1): percent-encoded and
+// other spellings of a blob URL are refused, never fetched nor cached under
+// a key where the hash check and purge do not apply.
+func TestNonCanonicalBlobPathsRefused(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("the blob"))
+	f, _ := startFront(t, Config{}, o)
+	addr := f.Addrs()[0]
+	bad := []struct {
+		name, target string
+	}{
+		{"encoded first char", "/b/%" + hexOf(hash[0]) + hash[1:]},
+		{"encoded dot", "/b/" + hash + "%2etxt"},
+		{"encoded last char", "/b/" + hash[:63] + "%" + hexOf(hash[63])},
+		{"upper-case hex", "/b/" + strings.ToUpper(hash)},
+		{"upper-case extension", "/b/" + hash + ".PNG"},
+		{"empty extension", "/b/" + hash + "."},
+		{"long extension", "/b/" + hash + ".abcdefghijk"},
+		{"second segment", "/b/" + hash + "/x"},
+		{"dot segment", "/b/x/../" + hash},
+		{"double slash", "/b//" + hash},
+		{"short", "/b/" + hash[:63]},
+		{"long", "/b/" + hash + "0"},
+		{"semicolon", "/b/" + hash + ";x"},
+		{"encoded query mark", "/b/" + hash + "%3Fq"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, method := range []string{"GET", "HEAD"} {
+				r := raw(t, addr, method, method+" "+tc.target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				if r.status != 400 || r.header.Get("Cache-Control") != "no-store" || bytes.Contains(r.body, []byte("the blob")) {
+					t.Fatalf("%s %s: %d %q %q, want 400 no-store", method, tc.target, r.status, r.header.Get("Cache-Control"), r.body)
+				}
+			}
+		})
+	}
+	if n := o.count("/b/" + hash); n != 0 {
+		t.Fatalf("the origin was asked %d times for refused spellings", n)
+	}
+	if got := counterValue(f.m.clientErrors); got != float64(2*len(bad)) {
+		t.Fatalf("client_errors_total = %v, want %d", got, 2*len(bad))
+	}
+	good := []string{"/b/" + hash, "/b/" + hash + ".png", "/b/" + hash + ".tar0", "/b/" + hash + "?x=%41", "/b/" + hash + ".jpg?"}
+	for _, target := range good {
+		r := raw(t, addr, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if r.status != 200 || string(r.body) != "the blob" {
+			t.Fatalf("GET %s: %d %q", target, r.status, r.body)
+		}
+		settle(f)
+	}
+	if n := o.count("/b/" + hash); n != 1 {
+		t.Fatalf("origin fetches for %d spellings of one blob = %d, want 1", len(good), n)
+	}
+}
+
+func hexOf(c byte) string {
+	return strings.ToUpper(string("0123456789abcdef"[c>>4]) + string("0123456789abcdef"[c&15]))
+}
+
+// TestEverySpellingIsVerified (item 1): whatever spelling a client uses, a
+// body that does not hash to the URL's hash is neither stored nor served.
+func TestEverySpellingIsVerified(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("the real bytes"))
+	o.mu.Lock()
+	o.blobs[hash] = []byte("forged bytes!!") // an origin fault
+	o.mu.Unlock()
+	f, _ := startFront(t, Config{}, o)
+	addr := f.Addrs()[0]
+	for _, target := range []string{"/b/" + hash + ".txt", "/b/" + hash + "?v=2", "/b/%" + hexOf(hash[0]) + hash[1:]} {
+		for range 2 {
+			r := raw(t, addr, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			if r.status == 200 || bytes.Contains(r.body, []byte("forged")) {
+				t.Fatalf("GET %s: %d %q: forged bytes served", target, r.status, r.body)
+			}
+			settle(f)
+		}
+	}
+}
+
+// TestBlobKeyIgnoresQueryAndAbsoluteForm (item 2): query variants of a blob
+// are one cached object, and an absolute-form request is served from the
+// cache like its path.
+func TestBlobKeyIgnoresQueryAndAbsoluteForm(t *testing.T) {
+	o := newOrigin(t, "A")
+	body := pattern(64<<10, 3)
+	hash := o.addBlob(body)
+	f, _ := startFront(t, Config{}, o)
+	addr := f.Addrs()[0]
+	for i := range 100 {
+		r := raw(t, addr, "HEAD", "HEAD /b/"+hash+"?q="+strings.Repeat("x", i)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if r.status != 200 || r.header.Get("Content-Length") != "65536" {
+			t.Fatalf("HEAD ?q=%d: %d %v", i, r.status, r.header)
+		}
+		settle(f)
+	}
+	if n := o.count("/b/" + hash); n != 1 {
+		t.Fatalf("100 query variants cost %d origin fetches, want 1", n)
+	}
+	for _, target := range []string{"http://x/b/" + hash, "HTTP://other.example:8080/b/" + hash + ".png?z", "https://x/b/" + hash} {
+		r := raw(t, addr, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if r.status != 200 || !bytes.Equal(r.body, body) || r.header.Get("X-Cache") != "HIT" {
+			t.Fatalf("GET %s: %d, X-Cache %q, %d bytes", target, r.status, r.header.Get("X-Cache"), len(r.body))
+		}
+	}
+	if r := raw(t, addr, "GET", "GET http://x/b/%41"+hash[1:]+" HTTP/1.1\r\nHost: x\r\n\r\n"); r.status != 400 {
+		t.Fatalf("absolute-form, non-canonical: %d", r.status)
+	}
+	if n := o.count("/b/" + hash); n != 1 {
+		t.Fatalf("origin fetches = %d, want 1", n)
+	}
+}
+
+func TestCacheKey(t *testing.T) {
+	h := strings.Repeat("0123456789abcdef", 4)
+	tests := []struct {
+		name, target, key string
+		isBlob, ok        bool
+	}{
+		{"blob", "/b/" + h, "/b/" + h, true, true},
+		{"extension", "/b/" + h + ".png", "/b/" + h, true, true},
+		{"query", "/b/" + h + "?a=b", "/b/" + h, true, true},
+		{"extension and query", "/b/" + h + ".webp?%zz", "/b/" + h, true, true},
+		{"other path", "/i/name?x", "/i/name?x", false, true},
+		{"b without slash", "/b", "/b", false, true},
+		{"b prefix of a name", "/bx/" + h, "/bx/" + h, false, true},
+		{"empty blob", "/b/", "", true, false},
+		{"encoded", "/b/%30" + h[1:], "", true, false},
+		{"upper", "/b/" + strings.ToUpper(h), "", true, false},
+		{"ext with dash", "/b/" + h + ".p-g", "", true, false},
+		{"ten-char ext", "/b/" + h + ".abcdefghij", "/b/" + h, true, true},
+		{"eleven-char ext", "/b/" + h + ".abcdefghijk", "", true, false},
+		{"two dots", "/b/" + h + ".tar.gz", "", true, false},
+		{"fragment", "/b/" + h + "#x", "", true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			key, isBlob, ok := cacheKey(tc.target)
+			kb, isBlobB, okB := cacheKey([]byte(tc.target))
+			if key != tc.key || isBlob != tc.isBlob || ok != tc.ok || string(kb) != key || isBlobB != isBlob || okB != ok {
+				t.Fatalf("cacheKey(%q) = %q %v %v, want %q %v %v", tc.target, key, isBlob, ok, tc.key, tc.isBlob, tc.ok)
+			}
+		})
+	}
+}
+
+func FuzzCacheKey(f *testing.F) {
+	h := strings.Repeat("0123456789abcdef", 4)
+	for _, s := range []string{"/b/" + h, "/b/" + h + ".png?x", "/b/%30" + h[1:], "/i/x", "http://a/b/" + h} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		key, isBlob, ok := cacheKey(target)
+		if !isBlob || !ok {
+			return
+		}
+		// A canonical blob target names its hash in its key, and purge
+		// finds the same hash in every spelling of it.
+		hash, pok := purgeKey(target)
+		if len(key) != blobKeyLen || !pok || key != blobPrefix+hash {
+			t.Fatalf("cacheKey(%q) = %q; purgeKey = %q %v", target, key, hash, pok)
+		}
+	})
+}

@@ -1,0 +1,141 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/immut/immut/cachefront"
+)
+
+// The tests of this file reproduce the attacks of issue 12 ("Hostile
+// clients") on raw connections to a worker, so that no client library
+// tidies the request first.
+
+type rawResponse struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// raw sends req on a new connection to addr and reads one response (for
+// method) within 5 seconds.
+func raw(t *testing.T, addr, method, req string) rawResponse {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	return rawResponse{resp.StatusCode, resp.Header, body}
+}
+
+func pct(c byte) string {
+	const hex = "0123456789ABCDEF"
+	return "%" + string(hex[c>>4]) + string(hex[c&15])
+}
+
+// TestNonCanonicalBlobPathsRefused (issue 12, item 1): the app serves a
+// blob under its one canonical URL, the one the front keys, verifies and
+// purges; every other spelling is 400.
+func TestNonCanonicalBlobPathsRefused(t *testing.T) {
+	s := start(t)
+	c := client{t, s.URL}
+	data := []byte("the blob")
+	_, out := c.upload(data)
+	h := out["hash"].(string)
+	addr := s.Listener.Addr().String()
+	bad := badBlobTargets(h)
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, method := range []string{"GET", "HEAD"} {
+				r := raw(t, addr, method, method+" "+tc.target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				if r.status != 400 || r.header.Get("Cache-Control") != "no-store" || bytes.Contains(r.body, data) {
+					t.Fatalf("%s %s: %d %q %q, want 400 no-store", method, tc.target, r.status, r.header.Get("Cache-Control"), r.body)
+				}
+			}
+		})
+	}
+	for _, target := range goodBlobTargets(h) {
+		if r := raw(t, addr, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n"); r.status != 200 || !bytes.Equal(r.body, data) {
+			t.Fatalf("GET %s: %d %q", target, r.status, r.body)
+		}
+	}
+}
+
+// badBlobTargets are spellings of blob h's URL that are not canonical.
+func badBlobTargets(h string) []struct{ name, target string } {
+	return []struct{ name, target string }{
+		{"encoded first char", "/b/" + pct(h[0]) + h[1:]},
+		{"encoded dot", "/b/" + h + "%2etxt"},
+		{"encoded extension char", "/b/" + h + ".t" + pct('x') + "t"},
+		{"upper-case hex", "/b/" + strings.ToUpper(h)},
+		{"upper-case extension", "/b/" + h + ".PNG"},
+		{"empty extension", "/b/" + h + "."},
+		{"long extension", "/b/" + h + ".abcdefghijk"},
+		{"second segment", "/b/" + h + "/x"},
+		{"dot segment", "/b/x/../" + h},
+		{"double slash", "/b//" + h},
+		{"empty", "/b/"},
+		{"short", "/b/" + h[:63]},
+		{"long", "/b/" + h + "0"},
+		{"semicolon", "/b/" + h + ";x"},
+		{"encoded query mark", "/b/" + h + "%3Fq"},
+	}
+}
+
+// goodBlobTargets are the spellings of blob h's URL that are served.
+func goodBlobTargets(h string) []string {
+	return []string{"/b/" + h, "/b/" + h + ".png", "/b/" + h + ".abcdefghij", "/b/" + h + "?x=%41", "/b/" + h + ".jpg?", "http://x/b/" + h + ".jpg?q"}
+}
+
+// TestFrontAndAppAgreeOnBlobURLs: through the front or straight to the
+// app, every spelling of a blob URL gets the same answer.
+func TestFrontAndAppAgreeOnBlobURLs(t *testing.T) {
+	s := start(t)
+	c := client{t, s.URL}
+	data := []byte("agreed bytes")
+	_, out := c.upload(data)
+	h := out["hash"].(string)
+	f, err := cachefront.New(cachefront.Config{Routes: []cachefront.Route{{Listen: "127.0.0.1:0", Backend: s.Listener.Addr().String()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close(context.Background()) })
+	targets := goodBlobTargets(h)
+	for _, b := range badBlobTargets(h) {
+		targets = append(targets, b.target)
+	}
+	for _, target := range targets {
+		for _, method := range []string{"GET", "HEAD"} {
+			req := method + " " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"
+			app := raw(t, s.Listener.Addr().String(), method, req)
+			front := raw(t, f.Addrs()[0], method, req)
+			if app.status != front.status || (app.status == 200 && !bytes.Equal(app.body, front.body)) {
+				t.Errorf("%s %s: app %d, front %d", method, target, app.status, front.status)
+			}
+		}
+	}
+}
