@@ -40,9 +40,11 @@ const hitForPassTTL = 10 * time.Second
 // entry is four allocations, three of them without pointers, so that a
 // cache of many objects costs the garbage collector little to scan.
 // notModified marks the fields a 304 carries (RFC 9110 §15.4.5).
+// freshness marks Cache-Control and Expires, which a 416 does not carry.
 type header struct {
 	k0, k1, v0, v1 int32
 	notModified    bool
+	freshness      bool
 }
 
 func (e *entry) key(h *header) []byte   { return e.hbuf[h.k0:h.k1:h.k1] }
@@ -104,7 +106,7 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 			continue
 		}
 		for _, v := range vs {
-			h := header{k0: int32(len(e.hbuf)), notModified: notModifiedFields[k]}
+			h := header{k0: int32(len(e.hbuf)), notModified: notModifiedFields[k], freshness: k == "Cache-Control" || k == "Expires"}
 			e.hbuf = append(e.hbuf, k...)
 			h.k1, h.v0 = int32(len(e.hbuf)), int32(len(e.hbuf))
 			e.hbuf = append(e.hbuf, v...)

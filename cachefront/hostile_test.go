@@ -218,3 +218,26 @@ func FuzzCacheKey(f *testing.F) {
 		}
 	})
 }
+
+// TestUnsatisfiableRangeIsNotCacheable (item 10): the front's 416 from a
+// stored blob says no-store, as the app's does, not the blob's year-long
+// immutable lifetime.
+func TestUnsatisfiableRangeIsNotCacheable(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob(pattern(100, 1))
+	f, urls := startFront(t, Config{}, o)
+	get(t, urls[0]+"/b/"+hash)
+	settle(f)
+	for _, rng := range []string{"bytes=100-", "bytes=-0", "Bytes=5000-6000"} {
+		r := raw(t, f.Addrs()[0], "GET", "GET /b/"+hash+" HTTP/1.1\r\nHost: x\r\nRange: "+rng+"\r\n\r\n")
+		if r.status != 416 || r.header.Get("X-Cache") != "HIT" {
+			t.Fatalf("Range: %s: %d, X-Cache %q", rng, r.status, r.header.Get("X-Cache"))
+		}
+		if cc := r.header.Values("Cache-Control"); len(cc) != 1 || cc[0] != "no-store" || r.header.Get("Expires") != "" {
+			t.Fatalf("Range: %s: 416 with Cache-Control %q, Expires %q; want no-store only", rng, cc, r.header.Get("Expires"))
+		}
+		if r.header.Get("Content-Range") != "bytes */100" {
+			t.Fatalf("Content-Range %q", r.header.Get("Content-Range"))
+		}
+	}
+}

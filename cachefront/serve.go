@@ -164,9 +164,18 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 	if len(e.contentType) > 0 && status != http.StatusRequestedRangeNotSatisfiable {
 		rh.SetContentTypeBytes(e.contentType)
 	}
+	unsatisfiable := status == http.StatusRequestedRangeNotSatisfiable
 	for i := range e.headers {
 		h := &e.headers[i]
+		if unsatisfiable && h.freshness {
+			continue
+		}
 		rh.AddBytesKV(e.key(h), e.value(h))
+	}
+	if unsatisfiable {
+		// An error about this request, not the object: never cached, like
+		// the app's own 416.
+		rh.SetCanonical(hdrCacheControl, valNoStore)
 	}
 	if crange != nil {
 		rh.SetCanonical(hdrContentRange, crange)
