@@ -139,3 +139,35 @@ func TestFrontAndAppAgreeOnBlobURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestInventedMethodsShareOneSeries (item 7): a client inventing methods
+// cannot grow /metrics.
+func TestInventedMethodsShareOneSeries(t *testing.T) {
+	s := start(t)
+	addr := s.Listener.Addr().String()
+	for i := range 50 {
+		method := "X" + strings.Repeat("Y", i)
+		r := raw(t, addr, method, method+" /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		if r.status != 405 {
+			t.Fatalf("%s /healthz: %d", method, r.status)
+		}
+	}
+	raw(t, addr, "get", "get /b/x HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := client{t, s.URL}.do("GET", "/metrics", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d", resp.StatusCode)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "immut_http_requests_total{") {
+			lines = append(lines, l)
+		}
+	}
+	joined := strings.Join(lines, "\n")
+	if strings.Contains(joined, "XY") || strings.Contains(joined, `method="get"`) || !strings.Contains(joined, `method="other"`) {
+		t.Fatalf("request series:\n%s", joined)
+	}
+	if len(lines) > 3 {
+		t.Fatalf("%d request series after invented methods, want at most 3:\n%s", len(lines), joined)
+	}
+}

@@ -26,7 +26,7 @@ func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, err
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "immut_http_requests_total",
-			Help: "HTTP requests answered, by route, method and status code.",
+			Help: "HTTP requests answered, by route, method (methods other than those of RFC 9110 and PATCH count as \"other\") and status code.",
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "immut_http_request_duration_seconds",
@@ -135,10 +135,22 @@ func (m *metrics) observe(route string, next http.Handler, w http.ResponseWriter
 	body := &countingBody{rc: r.Body}
 	r.Body = body
 	defer func() {
-		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
+		m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(rec.status)).Inc()
 		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		m.bytesIn.WithLabelValues(route).Add(float64(body.n))
 		m.bytesOut.WithLabelValues(route).Add(float64(rec.written))
 	}()
 	next.ServeHTTP(rec, r)
+}
+
+// methodLabel is the method label of a request: the methods of RFC 9110
+// §9 and PATCH as they are, any other "other", so that invented methods
+// cannot add series without bound.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete,
+		http.MethodConnect, http.MethodOptions, http.MethodTrace, http.MethodPatch:
+		return m
+	}
+	return "other"
 }
