@@ -1,7 +1,6 @@
 package cachefront
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"maps"
 	"net/http"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/immut/immut/internal/httpsem"
 )
 
 // adminHandler serves the admin listener: /metrics, /healthz, and purge.
@@ -65,9 +66,9 @@ func (f *Front) withToken(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// authorized checks the admin token, in constant time whatever its length.
 func (f *Front) authorized(r *http.Request) bool {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(f.cfg.Token)) == 1
+	return httpsem.BearerMatches(r.Header.Get("Authorization"), f.cfg.Token)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

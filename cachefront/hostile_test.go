@@ -241,3 +241,26 @@ func TestUnsatisfiableRangeIsNotCacheable(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminTokenScheme (item 13): the Bearer scheme is case-insensitive;
+// the token itself is compared in constant time (httpsem.BearerMatches).
+func TestAdminTokenScheme(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("x"))
+	f, _ := startFront(t, Config{Admin: "127.0.0.1:0", Token: "secret"}, o)
+	for _, tc := range []struct {
+		auth   string
+		status int
+	}{
+		{"bearer secret", 200},
+		{"BEARER  secret", 200},
+		{"Bearer secre", 401},
+		{"Bearer secretsecret", 401},
+		{"Basic secret", 401},
+	} {
+		r := raw(t, f.AdminAddr(), "PURGE", "PURGE /b/"+hash+" HTTP/1.1\r\nHost: x\r\nAuthorization: "+tc.auth+"\r\n\r\n")
+		if r.status != tc.status {
+			t.Fatalf("Authorization: %s: %d, want %d", tc.auth, r.status, tc.status)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/immut/immut/cachefront"
+	"github.com/immut/immut/httpapi/apitest"
 )
 
 // The tests of this file reproduce the attacks of issue 12 ("Hostile
@@ -169,5 +171,22 @@ func TestInventedMethodsShareOneSeries(t *testing.T) {
 	}
 	if len(lines) > 3 {
 		t.Fatalf("%d request series after invented methods, want at most 3:\n%s", len(lines), joined)
+	}
+}
+
+// TestBearerSchemeIsCaseInsensitive (item 13, RFC 9110 §11.1).
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	s := start(t)
+	c := client{t, s.URL}
+	for i, scheme := range []string{"bearer", "BEARER", "Bearer"} {
+		resp, body := c.do("POST", "/v1/blobs", strings.NewReader(fmt.Sprint("blob ", i)), "Authorization", scheme+" "+apitest.Token)
+		if resp.StatusCode != 201 {
+			t.Fatalf("Authorization: %s <token>: %d %s", scheme, resp.StatusCode, body)
+		}
+	}
+	for _, bad := range []string{"Bearer " + apitest.Token[:len(apitest.Token)-1], "Bearer " + apitest.Token + "x", "Basic " + apitest.Token, "Bearer" + apitest.Token} {
+		if resp, _ := c.do("POST", "/v1/blobs", strings.NewReader("no"), "Authorization", bad); resp.StatusCode != 401 {
+			t.Fatalf("Authorization: %s: %d, want 401", bad, resp.StatusCode)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package httpsem implements the parts of HTTP Semantics (RFC 9110) that
 // the app and the front share: byte ranges, conditional requests,
-// entity-tag comparison.
+// entity-tag comparison. It also checks the Bearer credentials that both
+// require for their protected operations (auth.go).
 //
 // Every function comes in two forms that share one implementation: one on
 // []byte for the front's hit path, which allocates nothing, and one on

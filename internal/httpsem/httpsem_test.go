@@ -173,3 +173,31 @@ func FuzzSemantics(f *testing.F) {
 		}
 	})
 }
+
+func TestBearerMatches(t *testing.T) {
+	tests := []struct {
+		name, field, token string
+		want               bool
+	}{
+		{"exact", "Bearer s3cret", "s3cret", true},
+		{"scheme lower case", "bearer s3cret", "s3cret", true},
+		{"scheme upper case", "BEARER s3cret", "s3cret", true},
+		{"several spaces", "Bearer   s3cret ", "s3cret", true},
+		{"wrong token", "Bearer s3cres", "s3cret", false},
+		{"prefix of the token", "Bearer s3cre", "s3cret", false},
+		{"longer than the token", "Bearer s3crets", "s3cret", false},
+		{"other scheme", "Basic s3cret", "s3cret", false},
+		{"no space", "Bearers3cret", "s3cret", false},
+		{"scheme only", "Bearer", "s3cret", false},
+		{"scheme and space", "Bearer ", "s3cret", false},
+		{"empty field", "", "s3cret", false},
+		{"empty token never matches", "Bearer ", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := BearerMatches(tc.field, tc.token); got != tc.want {
+				t.Fatalf("BearerMatches(%q, %q) = %v, want %v", tc.field, tc.token, got, tc.want)
+			}
+		})
+	}
+}
