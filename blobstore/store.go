@@ -76,8 +76,40 @@ func New(cfg Config) (*Store, error) {
 	return &Store{pool: cfg.Pool, cfg: cfg, log: cfg.Logger}, nil
 }
 
-// Pool is the store's connection pool (for monitoring).
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+// PoolStats is a snapshot of the store's database connections, for the
+// monitoring views and metrics.
+type PoolStats struct {
+	MaxConns, AcquiredConns, IdleConns int32
+	// EmptyAcquires counts acquisitions that waited for a free connection;
+	// AcquireWait is the time all acquisitions spent waiting.
+	EmptyAcquires int64
+	AcquireWait   time.Duration
+}
+
+// PoolStats returns the connection pool's counters now.
+func (s *Store) PoolStats() PoolStats {
+	st := s.pool.Stat()
+	return PoolStats{
+		MaxConns: st.MaxConns(), AcquiredConns: st.AcquiredConns(), IdleConns: st.IdleConns(),
+		EmptyAcquires: st.EmptyAcquireCount(), AcquireWait: st.AcquireDuration(),
+	}
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	return nil
+}
+
+// SchemaStatus compares the database's schema with this binary's migrations.
+func (s *Store) SchemaStatus(ctx context.Context) (SchemaStatus, error) {
+	return Status(ctx, s.pool)
+}
+
+// CheckSchema is CheckSchema on the store's database.
+func (s *Store) CheckSchema(ctx context.Context) error { return CheckSchema(ctx, s.pool) }
 
 // MaxBlobSize is the configured size limit.
 func (s *Store) MaxBlobSize() int64 { return s.cfg.MaxBlobSize }

@@ -82,7 +82,7 @@ func (c client) upload(data []byte) (int, map[string]any) {
 
 func rows(t *testing.T, s *apitest.Server) (blobs, chunks int64) {
 	t.Helper()
-	err := s.Store.Pool().QueryRow(context.Background(), "SELECT (SELECT count(*) FROM blobs), (SELECT count(*) FROM chunks)").Scan(&blobs, &chunks)
+	err := s.Pool.QueryRow(context.Background(), "SELECT (SELECT count(*) FROM blobs), (SELECT count(*) FROM chunks)").Scan(&blobs, &chunks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestClientDisconnectMidUploadLeavesNothing(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var active int
-		s.Store.Pool().QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND (state LIKE 'idle in transaction%' OR query LIKE 'COPY%') AND pid <> pg_backend_pid()").Scan(&active)
+		s.Pool.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND (state LIKE 'idle in transaction%' OR query LIKE 'COPY%') AND pid <> pg_backend_pid()").Scan(&active)
 		b, ch := rows(t, s)
 		if b == 0 && ch == 0 && active == 0 {
 			break
@@ -470,7 +470,7 @@ func TestMonitoringViews(t *testing.T) {
 		}
 	}
 	// A schema from the future makes version and readiness fail.
-	s.Store.Pool().Exec(context.Background(), "INSERT INTO schema_migrations (version, name, checksum) VALUES (99, 'future', 'x')")
+	s.Pool.Exec(context.Background(), "INSERT INTO schema_migrations (version, name, checksum) VALUES (99, 'future', 'x')")
 	if resp, body := c.do("GET", "/monitor/version", nil); resp.StatusCode != 503 || !strings.HasPrefix(string(body), "ServiceKO") {
 		t.Errorf("version with a newer schema: %d %q", resp.StatusCode, body)
 	}
@@ -479,9 +479,9 @@ func TestMonitoringViews(t *testing.T) {
 	if resp, _ := c.do("GET", "/readyz", nil); resp.StatusCode != 200 {
 		t.Errorf("readyz with a newer schema: %d", resp.StatusCode)
 	}
-	s.Store.Pool().Exec(context.Background(), "DELETE FROM schema_migrations WHERE version = 99")
+	s.Pool.Exec(context.Background(), "DELETE FROM schema_migrations WHERE version = 99")
 	// ...but not when migrations are pending.
-	s.Store.Pool().Exec(context.Background(), "DELETE FROM schema_migrations WHERE version = 1")
+	s.Pool.Exec(context.Background(), "DELETE FROM schema_migrations WHERE version = 1")
 	if resp, body := c.do("GET", "/readyz", nil); resp.StatusCode != 503 || !strings.Contains(string(body), "pending") {
 		t.Errorf("readyz with pending migrations: %d %q", resp.StatusCode, body)
 	}

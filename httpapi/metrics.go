@@ -42,17 +42,16 @@ func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, err
 			Help: "Response body bytes written, by route.",
 		}, []string{"route"}),
 	}
-	pool := store.Pool()
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
 		m.requests, m.duration, m.bytesIn, m.bytesOut,
-		gauge("immut_db_pool_max_conns", "Largest number of database connections the pool opens.", func() float64 { return float64(pool.Stat().MaxConns()) }),
-		gauge("immut_db_pool_acquired_conns", "Database connections in use by requests now.", func() float64 { return float64(pool.Stat().AcquiredConns()) }),
-		gauge("immut_db_pool_idle_conns", "Open database connections waiting for work.", func() float64 { return float64(pool.Stat().IdleConns()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "immut_db_pool_acquire_waits_total", Help: "Connection acquisitions that had to wait because the pool was exhausted."}, func() float64 { return float64(pool.Stat().EmptyAcquireCount()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "immut_db_pool_acquire_wait_seconds_total", Help: "Time spent waiting for a free database connection."}, func() float64 { return pool.Stat().AcquireDuration().Seconds() }),
+		gauge("immut_db_pool_max_conns", "Largest number of database connections the pool opens.", func() float64 { return float64(store.PoolStats().MaxConns) }),
+		gauge("immut_db_pool_acquired_conns", "Database connections in use by requests now.", func() float64 { return float64(store.PoolStats().AcquiredConns) }),
+		gauge("immut_db_pool_idle_conns", "Open database connections waiting for work.", func() float64 { return float64(store.PoolStats().IdleConns) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "immut_db_pool_acquire_waits_total", Help: "Connection acquisitions that had to wait because the pool was exhausted."}, func() float64 { return float64(store.PoolStats().EmptyAcquires) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "immut_db_pool_acquire_wait_seconds_total", Help: "Time spent waiting for a free database connection."}, func() float64 { return store.PoolStats().AcquireWait.Seconds() }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}

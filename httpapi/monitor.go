@@ -29,8 +29,8 @@ func checkContext(r *http.Request) (context.Context, context.CancelFunc) {
 // monitorPool prints the share of database connections in use: the seed's
 // first sign of an overload.
 func (s *Server) monitorPool(w http.ResponseWriter, r *http.Request) error {
-	st := s.store.Pool().Stat()
-	pct := 100 * float64(st.AcquiredConns()) / float64(max(st.MaxConns(), 1))
+	st := s.store.PoolStats()
+	pct := 100 * float64(st.AcquiredConns) / float64(max(st.MaxConns, 1))
 	return writeLine(w, http.StatusOK, "%.1f%%", pct)
 }
 
@@ -47,7 +47,7 @@ func (s *Server) monitorDB(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) monitorVersion(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := checkContext(r)
 	defer cancel()
-	st, err := blobstore.Status(ctx, s.store.Pool())
+	st, err := s.store.SchemaStatus(ctx)
 	if err != nil {
 		return writeLine(w, http.StatusServiceUnavailable, "ServiceKO : binary %s: %v", s.cfg.Version, err)
 	}
@@ -90,14 +90,14 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := checkContext(r)
 	defer cancel()
-	if err := s.store.Pool().Ping(ctx); err != nil {
-		return writeLine(w, http.StatusServiceUnavailable, "database unreachable: %v", err)
+	if err := s.store.Ping(ctx); err != nil {
+		return writeLine(w, http.StatusServiceUnavailable, "%v", err)
 	}
 	// A schema newer than the binary keeps a running process ready: during an
 	// upgrade the migration runs first and the old processes keep serving
 	// until the rolling restart replaces them (/monitor/version shows the
 	// mismatch meanwhile). A schema behind the binary is not ready.
-	err := blobstore.CheckSchema(ctx, s.store.Pool())
+	err := s.store.CheckSchema(ctx)
 	if err != nil && !errors.Is(err, blobstore.ErrSchemaTooNew) {
 		return writeLine(w, http.StatusServiceUnavailable, "%v", err)
 	}

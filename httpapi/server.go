@@ -93,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.UploadStall = 30 * time.Second
 	}
 	if cfg.MaxUploads == 0 {
-		cfg.MaxUploads = max(int(cfg.Store.Pool().Config().MaxConns)/2, 1)
+		cfg.MaxUploads = max(int(cfg.Store.PoolStats().MaxConns)/2, 1)
 	}
 	if cfg.UploadWait == 0 {
 		cfg.UploadWait = 10 * time.Second

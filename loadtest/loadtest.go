@@ -97,13 +97,29 @@ type Config struct {
 	Client *http.Client
 }
 
+// Defaults are what the zero fields of a Config stand for.
+var Defaults = Config{
+	Targets:     []string{"http://127.0.0.1:8080"},
+	Rate:        100,
+	Duration:    10 * time.Second,
+	MaxInFlight: 256,
+	MaxLag:      time.Second,
+	Clients:     64,
+	Corpus:      200,
+	Sizes:       DefaultSizes,
+	Mix:         DefaultMix,
+	ZipfS:       1.1,
+	Timeout:     10 * time.Second,
+	Interval:    time.Second,
+}
+
 // withDefaults returns cfg with zero fields replaced by their defaults, or an
 // error for values no run can use.
 func (cfg Config) withDefaults() (Config, error) {
 	// A copy, so normalising the URLs never writes to the caller's slice.
 	cfg.Targets = slices.Clone(cfg.Targets)
 	if len(cfg.Targets) == 0 {
-		cfg.Targets = []string{"http://127.0.0.1:8080"}
+		cfg.Targets = slices.Clone(Defaults.Targets)
 	}
 	for i, t := range cfg.Targets {
 		u, err := url.Parse(strings.TrimRight(t, "/"))
@@ -113,34 +129,34 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Targets[i] = u.String()
 	}
 	if cfg.Rate == 0 {
-		cfg.Rate = 100
+		cfg.Rate = Defaults.Rate
 	}
 	if !(cfg.Rate > 0) || cfg.Rate > maxRate || cfg.RampTo < 0 || cfg.RampTo > maxRate {
 		return cfg, fmt.Errorf("rate %g/s, ramp to %g/s: out of range", cfg.Rate, cfg.RampTo)
 	}
 	if cfg.Duration == 0 {
-		cfg.Duration = 10 * time.Second
+		cfg.Duration = Defaults.Duration
 	}
 	if cfg.Duration < 0 || cfg.Warmup < 0 {
 		return cfg, fmt.Errorf("duration %v, warmup %v: must not be negative", cfg.Duration, cfg.Warmup)
 	}
 	if cfg.MaxInFlight == 0 {
-		cfg.MaxInFlight = 256
+		cfg.MaxInFlight = Defaults.MaxInFlight
 	}
 	if cfg.MaxLag == 0 {
-		cfg.MaxLag = time.Second
+		cfg.MaxLag = Defaults.MaxLag
 	}
 	if cfg.Clients == 0 {
-		cfg.Clients = 64
+		cfg.Clients = Defaults.Clients
 	}
 	if cfg.Corpus == 0 {
-		cfg.Corpus = 200
+		cfg.Corpus = Defaults.Corpus
 	}
 	if cfg.MaxInFlight < 0 || cfg.Clients < 0 || cfg.Corpus < 0 || cfg.MaxLag < 0 {
 		return cfg, errors.New("max-inflight, clients, corpus and max-lag must not be negative")
 	}
 	if cfg.Sizes == nil {
-		cfg.Sizes = DefaultSizes
+		cfg.Sizes = Defaults.Sizes
 	}
 	sizeWeight := 0
 	for _, c := range cfg.Sizes {
@@ -153,7 +169,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, errors.New("sizes: no size class has a positive weight")
 	}
 	if cfg.Mix == (Mix{}) {
-		cfg.Mix = DefaultMix
+		cfg.Mix = Defaults.Mix
 	}
 	for _, w := range cfg.Mix {
 		if w < 0 {
@@ -161,16 +177,16 @@ func (cfg Config) withDefaults() (Config, error) {
 		}
 	}
 	if cfg.ZipfS == 0 {
-		cfg.ZipfS = 1.1
+		cfg.ZipfS = Defaults.ZipfS
 	}
 	if !(cfg.ZipfS > 1) {
 		return cfg, fmt.Errorf("zipf-s %g: must be greater than 1", cfg.ZipfS)
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = Defaults.Timeout
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = Defaults.Interval
 	}
 	if cfg.NamePrefix == "" {
 		cfg.NamePrefix = fmt.Sprintf("loadtest-%d", cfg.Seed)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/internal/pgcluster"
+	"github.com/immut/immut/internal/pgcluster/pgtest"
 	"github.com/immut/immut/replication"
 )
 
@@ -103,7 +104,7 @@ func TestSwitchover(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "--rebuild") {
 		t.Errorf("fence message does not say how to rejoin: %v", err)
 	}
-	if ok, line := replication.Check(replication.GetStatus(ctx, replication.Sources{
+	if ok, line := replication.Check(replication.Inspect(ctx, replication.Sources{
 		PrimaryDSN: p.primary.DSN("postgres"), StandbyDSN: p.standby.DSN("postgres"),
 	}), replication.Thresholds{}); ok || !strings.Contains(line, "standby is a primary") {
 		t.Errorf("after promotion Check = %v %q", ok, line)
@@ -167,10 +168,10 @@ func TestCrash(t *testing.T) {
 			w.waitAcked(t, 20)
 			// Let archive_timeout ship a few segments under load.
 			var archived0 int64
-			query(t, p.primary.DSN("postgres"), "SELECT archived_count FROM pg_stat_archiver", &archived0)
+			pgtest.QueryRow(t, p.primary.DSN("postgres"), "SELECT archived_count FROM pg_stat_archiver", &archived0)
 			waitFor(t, 30*time.Second, "two timeout-driven segment switches", func() bool {
 				var n int64
-				query(t, p.primary.DSN("postgres"), "SELECT archived_count FROM pg_stat_archiver", &n)
+				pgtest.QueryRow(t, p.primary.DSN("postgres"), "SELECT archived_count FROM pg_stat_archiver", &n)
 				return n >= archived0+2
 			})
 			// Crash at a random point of the archive_timeout cycle, not
@@ -354,20 +355,6 @@ func TestMeasureVisibility(t *testing.T) {
 	med := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
 	t.Logf("commit→visible on the standby: median %v with pg_switch_wal (%v), %v without (archive_timeout %v; %v)",
 		med(with).Round(time.Millisecond), with, med(without).Round(time.Millisecond), rpo, without)
-}
-
-func query(t *testing.T, dsn, sql string, dst any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if err := conn.QueryRow(ctx, sql).Scan(dst); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
 }
 
 func chmod(path string, mode uint32) error { return syscall.Chmod(path, mode) }

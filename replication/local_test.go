@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/internal/pgcluster"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
@@ -15,7 +17,7 @@ import (
 )
 
 // TestLocalLayout follows `immut up --standby` through a failover and two
-// restarts with the calls up makes: LocalPrimaryDir, PrimarySettings,
+// restarts with the calls up makes: PrimaryOf, PrimarySettings,
 // RunLocal. After the promotion the roles swap for good and the fenced old
 // primary is rebuilt as the standby on the next start.
 func TestLocalLayout(t *testing.T) {
@@ -27,7 +29,7 @@ func TestLocalLayout(t *testing.T) {
 	// up: start the primary with archiving, then the standby.
 	up := func() (primary, standby *pgcluster.Cluster) {
 		t.Helper()
-		primaryDir, standbyDir := replication.LocalPrimaryDir(data)
+		primaryDir, standbyDir := replication.PrimaryOf(filepath.Join(data, "pg"), filepath.Join(data, "standby"))
 		if err := replication.PrepareArchiveDir(archive, ""); err != nil {
 			t.Fatal(err)
 		}
@@ -64,10 +66,15 @@ func TestLocalLayout(t *testing.T) {
 	if primary.DataDir() != filepath.Join(data, "pg") || standby.DataDir() != filepath.Join(data, "standby") {
 		t.Fatalf("first start: primary %s, standby %s", primary.DataDir(), standby.DataDir())
 	}
-	store := openStore(t, primary.DSN("immut"))
-	if _, err := blobstore.Migrate(ctx, store.Pool()); err != nil {
+	migratePool, err := pgxpool.New(ctx, primary.DSN("immut"))
+	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := blobstore.Migrate(ctx, migratePool); err != nil {
+		t.Fatal(err)
+	}
+	migratePool.Close()
+	store := openStore(t, primary.DSN("immut"))
 	kept := blobData(7)
 	if _, _, err := store.Put(ctx, bytes.NewReader(kept), blobstore.PutOptions{}); err != nil {
 		t.Fatal(err)
@@ -106,11 +113,11 @@ func TestLocalLayout(t *testing.T) {
 	execSQL(t, primary.DSN("postgres"), "CHECKPOINT")
 	execSQL(t, primary.DSN("postgres"), "SELECT pg_switch_wal()")
 	var target string
-	query(t, primary.DSN("postgres"), "SELECT pg_current_wal_lsn()::text", &target)
+	pgtest.QueryRow(t, primary.DSN("postgres"), "SELECT pg_current_wal_lsn()::text", &target)
 	want, _ := replication.ParseLSN(target)
 	waitFor(t, 30*time.Second, "the standby to replay the checkpoint", func() bool {
 		var replay string
-		query(t, standby.DSN("postgres"), "SELECT pg_last_wal_replay_lsn()::text", &replay)
+		pgtest.QueryRow(t, standby.DSN("postgres"), "SELECT pg_last_wal_replay_lsn()::text", &replay)
 		got, _ := replication.ParseLSN(replay)
 		return got >= want
 	})
@@ -173,16 +180,16 @@ func TestStreaming(t *testing.T) {
 		start := time.Now()
 		waitFor(t, 30*time.Second, "the row on the standby", func() bool {
 			var n int
-			query(t, standby.DSN("postgres"), "SELECT count(*)::int FROM pg_class WHERE relname = 's'", &n)
+			pgtest.QueryRow(t, standby.DSN("postgres"), "SELECT count(*)::int FROM pg_class WHERE relname = 's'", &n)
 			if n == 0 {
 				return false
 			}
-			query(t, standby.DSN("postgres"), "SELECT count(*)::int FROM s", &n)
+			pgtest.QueryRow(t, standby.DSN("postgres"), "SELECT count(*)::int FROM s", &n)
 			return n == i+1
 		})
 		times = append(times, time.Since(start))
 	}
-	st := replication.GetStatus(ctx, replication.Sources{PrimaryDSN: primary.DSN("postgres"), StandbyDSN: standby.DSN("postgres")})
+	st := replication.Inspect(ctx, replication.Sources{PrimaryDSN: primary.DSN("postgres"), StandbyDSN: standby.DSN("postgres")})
 	if st.Standby.ReceiveLSN == "" {
 		t.Errorf("standby reports no streamed WAL: %+v", st.Standby)
 	}

@@ -19,7 +19,7 @@ type Monitor struct {
 func NewMonitor(src Sources, th Thresholds) *Monitor { return &Monitor{src: src, th: th} }
 
 // Status looks at both servers now.
-func (m *Monitor) Status(ctx context.Context) Status { return GetStatus(ctx, m.src) }
+func (m *Monitor) Status(ctx context.Context) Status { return Inspect(ctx, m.src) }
 
 // Check is the /monitor/replication answer: httpapi.Config.Replication.
 func (m *Monitor) Check(ctx context.Context) (ok bool, line string) {

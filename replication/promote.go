@@ -68,7 +68,7 @@ type PromoteResult struct {
 	Promote time.Duration `json:"promote_ns"`
 }
 
-func (cfg *PromoteConfig) fill() {
+func (cfg *PromoteConfig) withDefaults() {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
@@ -87,7 +87,7 @@ var ErrNotStandby = errors.New("the server to promote is not a standby")
 // standby and checkpoints it. If it fails before the primary is stopped,
 // writes are allowed again.
 func Switchover(ctx context.Context, cfg PromoteConfig) (res PromoteResult, err error) {
-	cfg.fill()
+	cfg.withDefaults()
 	if cfg.PrimaryDSN == "" || cfg.StopPrimary == nil {
 		return res, errors.New("switchover: needs the primary's DSN and a way to stop it")
 	}
@@ -184,7 +184,7 @@ func Switchover(ctx context.Context, cfg PromoteConfig) (res PromoteResult, err 
 // The old primary's data directory, if given, is fenced. Failover refuses
 // when the old primary still answers at PrimaryDSN (use Switchover).
 func Failover(ctx context.Context, cfg PromoteConfig) (res PromoteResult, err error) {
-	cfg.fill()
+	cfg.withDefaults()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if cfg.PrimaryDSN != "" {

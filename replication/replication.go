@@ -6,7 +6,7 @@
 // data a primary's loss can take with it (the RPO).
 //
 // Provision and Start build and run a standby from a primary; RunLocal does
-// both for `immut up --standby`. GetStatus, Check and the Monitor answer
+// both for `immut up --standby`. Inspect, Check and the Monitor answer
 // "is the standby following, and how far behind", Switchover and Failover
 // promote it, and Fence keeps the old primary from coming back as a second
 // writable one.
@@ -122,7 +122,7 @@ type StandbyConfig struct {
 	Logger *slog.Logger
 }
 
-func (cfg *StandbyConfig) fill() error {
+func (cfg *StandbyConfig) withDefaults() error {
 	if cfg.DataDir == "" || cfg.ArchiveDir == "" {
 		return errors.New("replication: a standby needs a data directory and an archive directory")
 	}
@@ -198,7 +198,7 @@ func IsFenced(dataDir string) bool {
 // holds a cluster which is not a standby, unless it is fenced and
 // cfg.Rebuild is set.
 func Provision(ctx context.Context, cfg StandbyConfig) (created bool, err error) {
-	if err := cfg.fill(); err != nil {
+	if err := cfg.withDefaults(); err != nil {
 		return false, err
 	}
 	pcfg := cfg.cluster()
@@ -276,7 +276,7 @@ func writeFileOwned(path string, data []byte, pcfg pgcluster.Config) error {
 // Start starts a provisioned standby. It returns once the standby accepts
 // read-only connections (its base backup is consistent).
 func Start(ctx context.Context, cfg StandbyConfig) (*pgcluster.Cluster, error) {
-	if err := cfg.fill(); err != nil {
+	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
 	if !IsStandby(cfg.DataDir) {
@@ -357,21 +357,21 @@ func RunLocal(ctx context.Context, primary *pgcluster.Cluster, cfg LocalConfig) 
 	return Start(ctx, scfg)
 }
 
-// LocalPrimaryDir returns which data directory of the `immut up --standby`
-// layout holds the primary, and which the standby: <data>/pg and
-// <data>/standby at first; after a promotion of the standby (which fences
-// <data>/pg) the roles swap, and they stay swapped once <data>/pg is rebuilt
-// as the new standby. The standby directory may be fenced (rebuild it with
-// LocalConfig.Rebuild) or missing (provision it).
-func LocalPrimaryDir(data string) (primary, standby string) {
-	pg, sb := filepath.Join(data, "pg"), filepath.Join(data, "standby")
+// PrimaryOf returns which of the two data directories of a local pair
+// (`immut up --standby`: <data>/pg first, <data>/standby second) holds the
+// primary, and which the standby: first and second at first; after a
+// promotion of the standby (which fences the first) the roles swap, and they
+// stay swapped once the first is rebuilt as the new standby. The standby
+// directory may be fenced (rebuild it with LocalConfig.Rebuild) or missing
+// (provision it).
+func PrimaryOf(first, second string) (primary, standby string) {
 	writable := func(dir string) bool {
 		return pgcluster.Initialized(dir) && !IsStandby(dir) && !IsFenced(dir)
 	}
-	if !writable(pg) && writable(sb) {
-		return sb, pg
+	if !writable(first) && writable(second) {
+		return second, first
 	}
-	return pg, sb
+	return first, second
 }
 
 func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

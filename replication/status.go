@@ -95,9 +95,9 @@ type ArchiveDir struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// GetStatus queries both servers (and the archive directory, if given). It
+// Inspect queries both servers (and the archive directory, if given). It
 // does not fail: what it cannot reach is reported in the Status.
-func GetStatus(ctx context.Context, src Sources) Status {
+func Inspect(ctx context.Context, src Sources) Status {
 	if src.Timeout <= 0 {
 		src.Timeout = 5 * time.Second
 	}
@@ -259,31 +259,39 @@ func segmentEnd(name string, segSize int64) (int64, bool) {
 	return int64((log*perLog + seg + 1) * uint64(segSize)), true
 }
 
-// Thresholds say when Check answers KO. Zero values are the defaults.
+// DefaultThresholds are the zero values of Thresholds: what `immut standby
+// status` and /monitor/replication judge by unless told otherwise.
+var DefaultThresholds = Thresholds{
+	MaxLagBytes:     256 << 20, // 16 segments
+	MaxArchiveDelay: 2 * time.Minute,
+	MaxReplayDelay:  time.Minute,
+}
+
+// Thresholds say when Check answers KO. Zero values are DefaultThresholds.
 type Thresholds struct {
 	// MaxLagBytes: the standby is more than this behind the primary's WAL
-	// position. Zero: 256 MiB (16 segments).
+	// position.
 	MaxLagBytes int64
 	// MaxArchiveDelay: a finished segment has waited this long to be
-	// archived. Zero: 2 minutes.
+	// archived.
 	MaxArchiveDelay time.Duration
 	// MaxReplayDelay: the archive has held WAL the standby has not replayed
-	// for this long. Zero: 1 minute.
+	// for this long.
 	MaxReplayDelay time.Duration
 	// MaxLagSeconds: LagSeconds over this. Zero: not checked (see
 	// Status.LagSeconds for why).
 	MaxLagSeconds time.Duration
 }
 
-func (t Thresholds) fill() Thresholds {
+func (t Thresholds) withDefaults() Thresholds {
 	if t.MaxLagBytes <= 0 {
-		t.MaxLagBytes = 256 << 20
+		t.MaxLagBytes = DefaultThresholds.MaxLagBytes
 	}
 	if t.MaxArchiveDelay <= 0 {
-		t.MaxArchiveDelay = 2 * time.Minute
+		t.MaxArchiveDelay = DefaultThresholds.MaxArchiveDelay
 	}
 	if t.MaxReplayDelay <= 0 {
-		t.MaxReplayDelay = time.Minute
+		t.MaxReplayDelay = DefaultThresholds.MaxReplayDelay
 	}
 	return t
 }
@@ -291,7 +299,7 @@ func (t Thresholds) fill() Thresholds {
 // Check judges a Status: ok, and one line for /monitor/replication,
 // "ServiceOK : <summary>" or "ServiceKO : <reasons>".
 func Check(st Status, th Thresholds) (ok bool, line string) {
-	th = th.fill()
+	th = th.withDefaults()
 	var ko []string
 	p, s, a := st.Primary, st.Standby, st.Archiver
 	switch {

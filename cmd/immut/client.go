@@ -10,7 +10,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/immut/immut/internal/cliflag"
 
 	"github.com/zeebo/blake3"
 
@@ -25,10 +28,10 @@ func init() {
 
 // runProbe is a health check for images without curl: GET a URL, succeed on 2xx.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("probe", stderr)
+	fs := cliflag.NewFlagSet("probe", stderr)
 	target := fs.String("url", "http://127.0.0.1:8080/healthz", "URL to check")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -69,12 +72,12 @@ func apiError(resp *http.Response) error {
 }
 
 func runPut(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("put", stderr)
+	fs := cliflag.NewFlagSet("put", stderr)
 	server := fs.String("server", "http://127.0.0.1:8080", "immut server URL")
 	token := fs.String("token", "", "write token")
 	name := fs.String("name", "", "also point this name at the image (PUT /v1/images/NAME)")
 	ifMatch := fs.String("if-match", "", "with --name: only if the name points at this hash now")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := cliflag.ParseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -142,10 +145,10 @@ func runPut(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("get", stderr)
+	fs := cliflag.NewFlagSet("get", stderr)
 	server := fs.String("server", "http://127.0.0.1:8080", "immut server URL")
 	out := fs.String("o", "", "write to this file (default: standard output)")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := cliflag.ParseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -208,4 +211,12 @@ func checkDigest(want blobstore.Hash, hasher *blake3.Hasher) error {
 		return fmt.Errorf("%w: downloaded bytes hash to %s", blobstore.ErrDigestMismatch, got)
 	}
 	return nil
+}
+
+func serverURL(s string) (string, error) {
+	s = strings.TrimRight(s, "/")
+	if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+		return "", fmt.Errorf("server %q: want an http:// or https:// URL", s)
+	}
+	return s, nil
 }

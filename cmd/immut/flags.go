@@ -5,96 +5,131 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"strings"
+	"log/slog"
+	"time"
+
+	"github.com/immut/immut/internal/cliflag"
+
+	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/cachefront"
+	"github.com/immut/immut/internal/node"
+	"github.com/immut/immut/internal/supervisor"
+	"github.com/immut/immut/replication"
 )
 
 // errUsage reports that a command's flags were wrong; the flag package has
 // already printed why.
-var errUsage = errors.New("usage")
+var errUsage = cliflag.ErrUsage
 
-// newFlagSet returns a flag set for a subcommand that prints its errors to stderr.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("immut "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
+// The flag groups below are each defined once and shared by the commands
+// that take them; their defaults come from the packages' exported defaults.
+
+// logFlags is --log-level.
+type logFlags struct{ level string }
+
+func (f *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
 }
 
-// parseFlags parses args, then fills every flag not given on the command line
-// from IMMUT_<NAME> (upper case, dashes as underscores), so that every flag can
-// also be set from the environment. Flags take precedence over the environment.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return flag.ErrHelp
-		}
-		return errUsage
+// logger writes structured logs to w at the chosen level.
+func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) { return newLogger(w, f.level) }
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || envErr != nil {
-			return
-		}
-		key := envName(f.Name)
-		v, ok := os.LookupEnv(key)
-		if !ok {
-			return
-		}
-		if err := f.Value.Set(v); err != nil {
-			envErr = fmt.Errorf("invalid value %q for %s: %w", v, key, err)
-		}
-	})
-	return envErr
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// envName is the environment variable that backs a flag.
-func envName(flagName string) string {
-	return "IMMUT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+// storeFlags are the blob store's limits.
+type storeFlags struct {
+	chunkSize, maxBlobSize cliflag.ByteSize
+	maxImagePixels         int64
 }
 
-// byteSize is a flag value for sizes such as "64MiB", "1GiB", "512k" or "1048576".
-type byteSize int64
+func (f *storeFlags) register(fs *flag.FlagSet) {
+	f.chunkSize, f.maxBlobSize = blobstore.DefaultChunkSize, blobstore.DefaultMaxBlobSize
+	fs.Var(&f.chunkSize, "chunk-size", "size of the chunks new blobs are stored in")
+	fs.Var(&f.maxBlobSize, "max-blob-size", "largest upload accepted")
+	fs.Int64Var(&f.maxImagePixels, "max-image-pixels", blobstore.DefaultMaxImagePixels, "largest width×height accepted by /v1/images")
+}
 
-func (b *byteSize) String() string { return fmt.Sprint(int64(*b)) }
+func (f *storeFlags) limits() node.StoreLimits {
+	return node.StoreLimits{ChunkSize: int(f.chunkSize), MaxBlobSize: int64(f.maxBlobSize), MaxImagePixels: f.maxImagePixels}
+}
 
-func (b *byteSize) Set(s string) error {
-	n, err := parseByteSize(s)
+// dbFlags find the database: --dsn, or the private database of the immut up
+// running on --data.
+type dbFlags struct{ dsn, data string }
+
+func (f *dbFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.dsn, "dsn", "", "PostgreSQL connection string")
+	fs.StringVar(&f.data, "data", "", "instead of --dsn: the `directory` of a running immut up (its private database)")
+}
+
+func (f *dbFlags) resolve() (string, error) {
+	if f.dsn != "" || f.data == "" {
+		if f.dsn == "" {
+			return "", errors.New("--dsn (or IMMUT_DSN) is required, or --data DIR of a running immut up")
+		}
+		return f.dsn, nil
+	}
+	l, err := node.NewLayout(f.data)
 	if err != nil {
-		return err
+		return "", err
 	}
-	*b = byteSize(n)
-	return nil
+	if err := l.Existing(); err != nil {
+		return "", err
+	}
+	primary, _ := l.Clusters()
+	dsn := node.RunningDSN(primary, "immut")
+	if dsn == "" {
+		return "", fmt.Errorf("no database is running in %s: start immut up --data %s first", primary, f.data)
+	}
+	return dsn, nil
 }
 
-// parseByteSize reads a non-negative size with an optional unit: B, K/KB/KiB,
-// M/MB/MiB, G/GB/GiB (all powers of 1024, as operators mean for memory).
-func parseByteSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
-	}
-	if i == 0 || i > 15 {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit such as 64MiB", s)
-	}
-	var n int64
-	for _, c := range t[:i] {
-		n = n*10 + int64(c-'0')
-	}
-	mult := map[string]int64{
-		"": 1, "b": 1,
-		"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
-	}[strings.ToLower(strings.TrimSpace(t[i:]))]
-	if mult == 0 {
-		return 0, fmt.Errorf("size %q: unknown unit %q", s, t[i:])
-	}
-	if n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: too large", s)
-	}
-	return n * mult, nil
+// tierFlags place the workers of an app tier.
+type tierFlags struct{ basePort, procs int }
+
+func (f *tierFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.basePort, "worker-base-port", supervisor.DefaultBasePort, "worker i listens on this port + i; 0 picks free ports")
+	fs.IntVar(&f.procs, "worker-procs", 1, "GOMAXPROCS of each worker")
+}
+
+// frontFlags size the caching front.
+type frontFlags struct {
+	cacheSize, maxObject cliflag.ByteSize
+	admin                string
+}
+
+func (f *frontFlags) register(fs *flag.FlagSet) {
+	f.cacheSize, f.maxObject = cachefront.DefaultCacheSize, cachefront.DefaultMaxObject
+	fs.Var(&f.cacheSize, "cache-size", "front cache byte budget, with units (e.g. 512MiB, 1GiB)")
+	fs.Var(&f.maxObject, "max-object", "largest response the front caches; larger ones stream through")
+	fs.StringVar(&f.admin, "admin", "", "front admin listener (/metrics, purge), e.g. 127.0.0.1:9090; empty for none")
+}
+
+// replicationFlags locate a primary and its standby for /monitor/replication.
+type replicationFlags struct{ primary, standby, archive string }
+
+func (f *replicationFlags) register(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&f.primary, prefix+"primary", "", "`DSN` of the primary (superuser or pg_monitor)")
+	fs.StringVar(&f.standby, prefix+"standby", "", "`DSN` of the standby")
+	fs.StringVar(&f.archive, prefix+"archive", "", "WAL archive `directory`, if reachable from this host")
+}
+
+func (f *replicationFlags) sources() replication.Sources {
+	return replication.Sources{PrimaryDSN: f.primary, StandbyDSN: f.standby, ArchiveDir: f.archive}
+}
+
+// pgUserFlag is the OS user PostgreSQL runs as when immut runs as root.
+func pgUserFlag(fs *flag.FlagSet) *string {
+	return fs.String("pg-user", "postgres", "OS user PostgreSQL runs as when immut runs as root")
+}
+
+// rpoFlag is the archive_timeout of a primary that archives for a standby.
+func rpoFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("rpo", replication.DefaultRPO, "archive_timeout: the most committed time a primary loss can take with it")
 }

@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"runtime/debug"
 	"time"
+
+	"github.com/immut/immut/internal/cliflag"
 
 	"github.com/immut/immut/cachefront"
 )
@@ -20,13 +19,8 @@ func init() {
 // runFront fills a cachefront.Config from flags and runs the front until
 // ctx is cancelled (SIGINT/SIGTERM).
 func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("front", stderr)
+	fs := cliflag.NewFlagSet("front", stderr)
 	mapSpec := fs.String("map", "8080=127.0.0.1:18081", "listen=backend pairs, comma-separated; a bare port means 127.0.0.1 (e.g. 8080=127.0.0.1:18081,8081=127.0.0.1:18082)")
-	cacheSize := byteSize(cachefront.DefaultCacheSize)
-	fs.Var(&cacheSize, "cache-size", "cache byte budget, with units (e.g. 512MiB, 1GiB)")
-	maxObject := byteSize(cachefront.DefaultMaxObject)
-	fs.Var(&maxObject, "max-object", "largest response kept in the cache; larger ones stream through")
-	admin := fs.String("admin", "", "address of the admin listener (/metrics, purge), e.g. 127.0.0.1:9090; empty for none")
 	token := fs.String("token", "", "write token; protects purge on the admin listener (required with --admin)")
 	healthInterval := fs.Duration("health-interval", cachefront.DefaultHealthInterval, "period of the backends' /healthz check")
 	waitTimeout := fs.Duration("wait-timeout", cachefront.DefaultWaitTimeout, "how long a collapsed miss waits for the in-flight fetch")
@@ -35,8 +29,11 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	skipVerify := fs.Bool("skip-verify", false, "do not check that a /b/<hash> body hashes to <hash> before caching it")
 	noFastPath := fs.Bool("no-fast-path", false, "serve every request with fasthttp, without the fast path for plain GET/HEAD hits")
 	memLimit := fs.Bool("memlimit", true, "set the Go memory limit from the cache budget (unless GOMEMLIMIT is set)")
-	verbose := fs.Bool("v", false, "debug logging")
-	if err := parseFlags(fs, args); err != nil {
+	var ff frontFlags
+	var lf logFlags
+	ff.register(fs)
+	lf.register(fs)
+	if err := cliflag.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -47,35 +44,23 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("--map: %w", err)
 	}
-	if *admin != "" && *token == "" {
+	if ff.admin != "" && *token == "" {
 		return errors.New("--admin needs --token (or IMMUT_TOKEN): purge must be protected")
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if *memLimit && os.Getenv("GOMEMLIMIT") == "" {
-		// The cache holds at most its budget; the collector keeps the rest
-		// (garbage from evicted objects, buffers) close to that, so that the
-		// process stays within about 1.3× the budget.
-		limit := cachefront.MemoryLimit(int64(cacheSize))
-		debug.SetMemoryLimit(limit)
-		log.Debug("memory limit", "bytes", limit)
+	if *memLimit {
+		if limit, ok := cachefront.ApplyMemoryLimit(int64(ff.cacheSize)); ok {
+			log.Debug("memory limit", "bytes", limit)
+		}
 	}
 	f, err := cachefront.New(cachefront.Config{
-		Routes:         routes,
-		Admin:          *admin,
-		Token:          *token,
-		CacheSize:      int64(cacheSize),
-		MaxObject:      int64(maxObject),
-		HealthInterval: *healthInterval,
-		WaitTimeout:    *waitTimeout,
-		OriginTimeout:  *originTimeout,
-		StaleIfError:   *staleIfError,
-		SkipVerify:     *skipVerify,
-		NoFastPath:     *noFastPath,
-		Logger:         log,
+		Routes: routes, Admin: ff.admin, Token: *token,
+		CacheSize: int64(ff.cacheSize), MaxObject: int64(ff.maxObject),
+		HealthInterval: *healthInterval, WaitTimeout: *waitTimeout, OriginTimeout: *originTimeout,
+		StaleIfError: *staleIfError, SkipVerify: *skipVerify, NoFastPath: *noFastPath, Logger: log,
 	})
 	if err != nil {
 		return err

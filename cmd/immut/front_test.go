@@ -16,6 +16,7 @@ import (
 
 	"github.com/zeebo/blake3"
 
+	"github.com/immut/immut/internal/node"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
 )
 
@@ -120,7 +121,7 @@ func TestFrontInFrontOfServe(t *testing.T) {
 	appCtx, stopApp := context.WithCancel(context.Background())
 	appDone := make(chan error, 1)
 	go func() {
-		appDone <- runApp(appCtx, appConfig{DSN: dsn, Token: "tok", Listener: ln, Log: slog.New(slog.DiscardHandler)})
+		appDone <- node.RunApp(appCtx, node.AppConfig{AppSettings: node.AppSettings{DSN: dsn, Token: "tok"}, Listener: ln, Logger: slog.New(slog.DiscardHandler)})
 	}()
 	defer func() {
 		stopApp()

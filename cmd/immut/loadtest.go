@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
-	"time"
+
+	"github.com/immut/immut/internal/cliflag"
 
 	"github.com/immut/immut/loadtest"
 )
@@ -26,26 +26,36 @@ const (
 )
 
 func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("loadtest", stderr)
-	target := fs.String("target", "http://127.0.0.1:8080", "base `URL`s to load, comma-separated; each virtual client sticks to one")
-	rate := fs.String("rate", "100/s", "request starts per second (open loop), such as 2000/s")
-	ramp := fs.String("ramp", "", "`FROM:TO` rates, such as 100/s:5000/s, moved linearly over --duration (replaces --rate)")
-	duration := fs.Duration("duration", 10*time.Second, "measured duration")
-	warmup := fs.Duration("warmup", 0, "unmeasured warmup before the measured duration, at the starting rate")
-	seed := fs.Uint64("seed", 1, "seed of the corpus and the request sequence (same seed, same run)")
-	maxInflight := fs.Int("max-inflight", 256, "concurrent requests at most; later starts wait up to --max-lag, then are dropped and counted")
-	maxLag := fs.Duration("max-lag", time.Second, "how far behind schedule a start may be sent before it is dropped instead")
-	clients := fs.Int("clients", 64, "virtual clients spread over the targets")
-	corpus := fs.Int("corpus", 200, "images uploaded in the (unmeasured) setup phase and read during the run")
-	sizes := fs.String("sizes", loadtest.FormatSizes(loadtest.DefaultSizes), "generated image sizes, `WxH=WEIGHT,...`")
-	mix := fs.String("mix", "get=90,put=5,edit=4,head=1", "operation weights: get, head (of corpus blobs), put (new blob), edit (rename an image to new content, then get it)")
-	zipfS := fs.Float64("zipf-s", 1.1, "Zipf exponent of reads over the corpus (> 1; higher is hotter)")
-	token := fs.String("token", "", "bearer token for uploads and edits")
-	timeout := fs.Duration("timeout", 10*time.Second, "per-request timeout, body included")
+	fs := cliflag.NewFlagSet("loadtest", stderr)
+	s := loadtest.DefaultSpec()
+	fs.StringVar(&s.Targets, "target", s.Targets, "base `URL`s to load, comma-separated; each virtual client sticks to one")
+	fs.StringVar(&s.Rate, "rate", s.Rate, "request starts per second (open loop), such as 2000/s")
+	fs.StringVar(&s.Ramp, "ramp", "", "`FROM:TO` rates, such as 100/s:5000/s, moved linearly over --duration (replaces --rate)")
+	fs.DurationVar(&s.Duration, "duration", s.Duration, "measured duration")
+	fs.DurationVar(&s.Warmup, "warmup", 0, "unmeasured warmup before the measured duration, at the starting rate")
+	fs.Uint64Var(&s.Seed, "seed", s.Seed, "seed of the corpus and the request sequence (same seed, same run)")
+	fs.IntVar(&s.MaxInFlight, "max-inflight", s.MaxInFlight, "concurrent requests at most; later starts wait up to --max-lag, then are dropped and counted")
+	fs.DurationVar(&s.MaxLag, "max-lag", s.MaxLag, "how far behind schedule a start may be sent before it is dropped instead")
+	fs.IntVar(&s.Clients, "clients", s.Clients, "virtual clients spread over the targets")
+	fs.IntVar(&s.Corpus, "corpus", s.Corpus, "images uploaded in the (unmeasured) setup phase and read during the run")
+	fs.StringVar(&s.Sizes, "sizes", s.Sizes, "generated image sizes, `WxH=WEIGHT,...`")
+	fs.StringVar(&s.Mix, "mix", s.Mix, "operation weights: get, head (of corpus blobs), put (new blob), edit (rename an image to new content, then get it)")
+	fs.Float64Var(&s.ZipfS, "zipf-s", s.ZipfS, "Zipf exponent of reads over the corpus (> 1; higher is hotter)")
+	fs.StringVar(&s.Token, "token", "", "bearer token for uploads and edits")
+	fs.DurationVar(&s.Timeout, "timeout", s.Timeout, "per-request timeout, body included")
+	fs.StringVar(&s.FailIf, "fail-if", "", "exit 3 unless every condition holds, such as 'p99<50ms,errors<0.1%,hit>=80%'")
 	jsonPath := fs.String("json", "", "also write the report as JSON to `FILE`")
 	htmlPath := fs.String("html", "", "also write a self-contained HTML report with charts to `FILE`")
-	failIf := fs.String("fail-if", "", "exit 3 unless every condition holds, such as 'p99<50ms,errors<0.1%,hit>=80%'")
-	if err := parseFlags(fs, args); err != nil {
+	err := cliflag.Parse(fs, args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var cfg loadtest.Config
+	var thresholds []loadtest.Threshold
+	if err == nil {
+		cfg, thresholds, err = s.Config()
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
@@ -54,77 +64,35 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return errUsage
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "immut loadtest: unexpected arguments %q\n", fs.Args())
-		return errUsage
-	}
-
-	cfg := loadtest.Config{
-		Duration:    *duration,
-		Warmup:      *warmup,
-		Seed:        *seed,
-		MaxInFlight: *maxInflight,
-		MaxLag:      *maxLag,
-		Clients:     *clients,
-		Corpus:      *corpus,
-		ZipfS:       *zipfS,
-		Token:       *token,
-		Timeout:     *timeout,
-	}
-	for _, t := range strings.Split(*target, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			cfg.Targets = append(cfg.Targets, t)
-		}
-	}
-	bad := func(err error) error {
-		fmt.Fprintf(stderr, "immut loadtest: %v\n", err)
-		return errUsage
-	}
-	var err error
-	if *ramp != "" {
-		if cfg.Rate, cfg.RampTo, err = loadtest.ParseRamp(*ramp); err != nil {
-			return bad(err)
-		}
-	} else if cfg.Rate, err = loadtest.ParseRate(*rate); err != nil {
-		return bad(err)
-	}
-	if cfg.Mix, err = loadtest.ParseMix(*mix); err != nil {
-		return bad(err)
-	}
-	if cfg.Sizes, err = loadtest.ParseSizes(*sizes); err != nil {
-		return bad(err)
-	}
-	thresholds, err := loadtest.ParseThresholds(*failIf)
-	if err != nil {
-		return bad(err)
-	}
-	if *duration <= 0 || *maxInflight < 1 || *clients < 1 || *corpus < 1 || *zipfS <= 1 {
-		return bad(errors.New("--duration, --max-inflight, --clients and --corpus must be positive and --zipf-s above 1"))
-	}
-
-	pr := newProgressPrinter(stderr)
-	cfg.Progress = pr.print
-	cfg.Logger = slog.New(&lineBreakHandler{Handler: slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), p: pr})
-
+	pr := loadtest.NewProgressPrinter(stderr)
+	cfg.Progress, cfg.Logger = pr.Print, pr.Logger(slog.LevelWarn)
 	rep, err := loadtest.Run(ctx, cfg)
-	pr.finish()
+	pr.Finish()
 	if err != nil {
 		if ctx.Err() != nil {
 			return &exitError{code: exitInterrupted, msg: err.Error()}
 		}
 		return fmt.Errorf("load test: %w", err)
 	}
+	return reportLoadtest(rep, thresholds, *jsonPath, *htmlPath, stdout)
+}
+
+// reportLoadtest prints the report, writes the files asked for and turns
+// broken thresholds and interruptions into exit statuses.
+func reportLoadtest(rep *loadtest.Report, thresholds []loadtest.Threshold, jsonPath, htmlPath string, stdout io.Writer) error {
 	passed := rep.Check(thresholds)
 	if err := loadtest.WriteText(stdout, rep); err != nil {
 		return err
 	}
-	if *jsonPath != "" {
-		if err := writeFile(*jsonPath, func(w io.Writer) error { return loadtest.WriteJSON(w, rep) }); err != nil {
-			return err
+	files := []struct {
+		path  string
+		write func(io.Writer, *loadtest.Report) error
+	}{{jsonPath, loadtest.WriteJSON}, {htmlPath, loadtest.WriteHTML}}
+	for _, f := range files {
+		if f.path == "" {
+			continue
 		}
-	}
-	if *htmlPath != "" {
-		if err := writeFile(*htmlPath, func(w io.Writer) error { return loadtest.WriteHTML(w, rep) }); err != nil {
+		if err := writeFile(f.path, func(w io.Writer) error { return f.write(w, rep) }); err != nil {
 			return err
 		}
 	}
@@ -158,69 +126,4 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return fmt.Errorf("report %s: %w", path, err)
 	}
 	return nil
-}
-
-// progressPrinter shows one progress line per interval: redrawn in place on a
-// terminal, one plain line each otherwise (logs, CI).
-type progressPrinter struct {
-	mu    sync.Mutex
-	w     io.Writer
-	tty   bool
-	drawn bool // a line is on screen without its newline
-}
-
-func newProgressPrinter(w io.Writer) *progressPrinter {
-	return &progressPrinter{w: w, tty: isTerminal(w)}
-}
-
-func (p *progressPrinter) print(pr loadtest.Progress) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty {
-		fmt.Fprintf(p.w, "\r%s\x1b[K", pr)
-		p.drawn = true
-		return
-	}
-	fmt.Fprintln(p.w, pr)
-}
-
-// breakLine ends a redrawn line so that other output starts on its own line.
-func (p *progressPrinter) breakLine() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.drawn {
-		fmt.Fprintln(p.w)
-		p.drawn = false
-	}
-}
-
-func (p *progressPrinter) finish() { p.breakLine() }
-
-// isTerminal reports whether w is a character device, such as a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// lineBreakHandler keeps log lines from being drawn over by the progress line.
-type lineBreakHandler struct {
-	slog.Handler
-	p *progressPrinter
-}
-
-func (h *lineBreakHandler) Handle(ctx context.Context, r slog.Record) error {
-	h.p.breakLine()
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h *lineBreakHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &lineBreakHandler{Handler: h.Handler.WithAttrs(as), p: h.p}
-}
-
-func (h *lineBreakHandler) WithGroup(name string) slog.Handler {
-	return &lineBreakHandler{Handler: h.Handler.WithGroup(name), p: h.p}
 }

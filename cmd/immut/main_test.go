@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -19,38 +18,10 @@ import (
 
 	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
+	"github.com/immut/immut/internal/testbinary"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	binDir    string
-)
-
-// immutBinary builds the immut binary once per test run, for tests that
-// drive it as a user would: as a separate process with signals.
-func immutBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "immut-bin-")
-		if buildErr != nil {
-			return
-		}
-		os.Chmod(binDir, 0o755)
-		binPath = filepath.Join(binDir, "immut")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building immut: %v", buildErr)
-	}
-	return binPath
-}
 
 // runCLI runs the command in-process and returns its exit code and output.
 func runCLI(args ...string) (int, string, string) {
@@ -87,7 +58,7 @@ func (s *syncBuffer) String() string {
 
 func startUp(t *testing.T, dataDir string, extra ...string) *upProcess {
 	t.Helper()
-	cmd := exec.Command(immutBinary(t), append([]string{"up", "--data", dataDir, "--listen", "127.0.0.1:0", "--worker-base-port", "0", "--log-level", "warn"}, extra...)...)
+	cmd := exec.Command(testbinary.Immut(t), append([]string{"up", "--data", dataDir, "--listen", "127.0.0.1:0", "--worker-base-port", "0", "--log-level", "warn"}, extra...)...)
 	stdout, _ := cmd.StdoutPipe()
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
@@ -288,41 +259,12 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	}
 }
 
-func TestParseByteSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"0", 0, true}, {"1048576", 1 << 20, true}, {"64MiB", 64 << 20, true}, {"1GiB", 1 << 30, true},
-		{"512k", 512 << 10, true}, {"8 MB", 8 << 20, true}, {"", 0, false}, {"-1", 0, false},
-		{"1.5GiB", 0, false}, {"12XB", 0, false}, {"99999999999999999999", 0, false}, {"9000000000TiB", 0, false},
-	}
-	for _, tc := range tests {
-		got, err := parseByteSize(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseByteSize(%q) = %d, %v", tc.in, got, err)
-		}
-	}
-}
-
-func FuzzParseByteSize(f *testing.F) {
-	f.Add("64MiB")
-	f.Add("1g")
-	f.Fuzz(func(t *testing.T, s string) {
-		n, err := parseByteSize(s)
-		if err == nil && n < 0 {
-			t.Fatalf("parseByteSize(%q) = %d", s, n)
-		}
-	})
-}
-
 func TestStandbySetupPrimaryConfiguredChecksArchiving(t *testing.T) {
 	dir := pgtest.TempDir(t)
 	// The test cluster does not archive: the check must say so and stop
 	// before taking a base backup.
 	// The built binary: the archive commands must be runnable by postgres.
-	out, err := exec.Command(immutBinary(t), "standby", "setup", "--primary", pgtest.Cluster(t).DSN("postgres"),
+	out, err := exec.Command(testbinary.Immut(t), "standby", "setup", "--primary", pgtest.Cluster(t).DSN("postgres"),
 		"--archive", filepath.Join(dir, "archive"), "--data", filepath.Join(dir, "standby"), "--primary-configured", "--no-start").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "does not archive") {
 		t.Fatalf("%v: %s", err, out)

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/immut/immut/internal/cliflag"
+
+	"github.com/immut/immut/internal/buildinfo"
 	"github.com/immut/immut/internal/preprod"
 )
 
@@ -18,19 +21,19 @@ func runPreprod(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "usage: immut preprod refresh --from PROD_DSN --to PREPROD_DSN [--dry-run]")
 		return errUsage
 	}
-	fs := newFlagSet("preprod refresh", stderr)
+	fs := cliflag.NewFlagSet("preprod refresh", stderr)
 	from := fs.String("from", "", "production's connection string (read only)")
 	to := fs.String("to", "", "pre-production's connection string (replaced by the copy)")
 	dry := fs.Bool("dry-run", false, "report what would be copied and migrated; change nothing")
 	force := fs.Bool("force", false, "allow --to to look like --from (same host, port and database)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if err := cliflag.Parse(fs, args[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return errors.New("preprod refresh takes no arguments")
 	}
 	_, err := preprod.Refresh(ctx, preprod.Config{
-		From: *from, To: *to, DryRun: *dry, Force: *force, Version: binaryVersion(), Out: stdout,
+		From: *from, To: *to, DryRun: *dry, Force: *force, Version: buildinfo.Version(), Out: stdout,
 	})
 	return err
 }

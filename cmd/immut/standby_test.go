@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/immut/immut/internal/pgcluster"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
+	"github.com/immut/immut/internal/testbinary"
 	"github.com/immut/immut/replication"
 )
 
@@ -27,7 +26,7 @@ import (
 // primary, and status then reports the promoted standby as KO.
 func TestStandbyCommands(t *testing.T) {
 	ctx := context.Background()
-	bin := immutBinary(t)
+	bin := testbinary.Immut(t)
 	dir := pgtest.TempDir(t)
 	archive := filepath.Join(dir, "archive")
 	standbyDir := filepath.Join(dir, "standby")
@@ -58,7 +57,7 @@ func TestStandbyCommands(t *testing.T) {
 	}
 	defer pgcluster.StopRunning(ctx, pcfg.DataDir, 30*time.Second)
 	var mode string
-	pgQuery(t, primary.DSN("postgres"), "SHOW archive_mode", &mode)
+	pgtest.QueryRow(t, primary.DSN("postgres"), "SHOW archive_mode", &mode)
 	if mode != "on" {
 		t.Fatalf("archive_mode after restart = %q", mode)
 	}
@@ -92,7 +91,7 @@ func TestStandbyCommands(t *testing.T) {
 	}()
 
 	// Status: healthy once the archive has something.
-	pgExec(t, primary.DSN("postgres"), "CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()")
+	pgtest.Exec(t, primary.DSN("postgres"), "CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()")
 	var st struct {
 		OK       bool   `json:"ok"`
 		Check    string `json:"check"`
@@ -130,8 +129,8 @@ func TestStandbyCommands(t *testing.T) {
 		t.Fatalf("promote: exit %d\n%s%s", code, text, errText)
 	}
 	var v int
-	pgQuery(t, standbyDSN, "SELECT v FROM t", &v)
-	pgExec(t, standbyDSN, "INSERT INTO t VALUES (2)")
+	pgtest.QueryRow(t, standbyDSN, "SELECT v FROM t", &v)
+	pgtest.Exec(t, standbyDSN, "INSERT INTO t VALUES (2)")
 	code, text, _ = runCLI("standby", "status", "--primary", primary.DSN("postgres"), "--standby", standbyDSN)
 	if code != exitKO || !strings.Contains(text, "ServiceKO : primary unreachable") || !strings.Contains(text, "the standby is a primary") {
 		t.Fatalf("status after promotion: exit %d\n%s", code, text)
@@ -165,40 +164,12 @@ func TestStandbyBadUsage(t *testing.T) {
 	}
 }
 
-func pgExec(t *testing.T, dsn, sql string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func pgQuery(t *testing.T, dsn, sql string, dst any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if err := conn.QueryRow(ctx, sql).Scan(dst); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
 // TestStandbyDataLayout: status and promote find the clusters of the
 // immut up --standby layout from --data alone, before and after the roles
 // swap.
 func TestStandbyDataLayout(t *testing.T) {
 	ctx := context.Background()
-	bin := immutBinary(t)
+	bin := testbinary.Immut(t)
 	data := pgtest.TempDir(t)
 	archive := filepath.Join(data, "wal-archive")
 	if err := replication.PrepareArchiveDir(archive, ""); err != nil {
@@ -221,7 +192,7 @@ func TestStandbyDataLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer standby.Stop(ctx)
-	pgExec(t, primary.DSN("postgres"), "CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()")
+	pgtest.Exec(t, primary.DSN("postgres"), "CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()")
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -262,7 +233,7 @@ func TestStandbyDataLayout(t *testing.T) {
 // last write is on the promoted standby.
 func TestStandbyDataLayoutEmergency(t *testing.T) {
 	ctx := context.Background()
-	bin := immutBinary(t)
+	bin := testbinary.Immut(t)
 	data := pgtest.TempDir(t)
 	archive := filepath.Join(data, "wal-archive")
 	if err := replication.PrepareArchiveDir(archive, ""); err != nil {
@@ -287,7 +258,7 @@ func TestStandbyDataLayoutEmergency(t *testing.T) {
 	if err := standby.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pgExec(t, primary.DSN("postgres"), "CREATE TABLE last_words (v text); INSERT INTO last_words VALUES ('acknowledged')")
+	pgtest.Exec(t, primary.DSN("postgres"), "CREATE TABLE last_words (v text); INSERT INTO last_words VALUES ('acknowledged')")
 	syscall.Kill(-primary.Pid(), syscall.SIGKILL)
 	primary.Kill()
 
@@ -301,9 +272,9 @@ func TestStandbyDataLayoutEmergency(t *testing.T) {
 	}
 	defer promoted.Stop(ctx)
 	var v string
-	pgQuery(t, promoted.DSN("postgres"), "SELECT v FROM last_words", &v)
+	pgtest.QueryRow(t, promoted.DSN("postgres"), "SELECT v FROM last_words", &v)
 	var rec bool
-	pgQuery(t, promoted.DSN("postgres"), "SELECT pg_is_in_recovery()", &rec)
+	pgtest.QueryRow(t, promoted.DSN("postgres"), "SELECT pg_is_in_recovery()", &rec)
 	if v != "acknowledged" || rec {
 		t.Fatalf("promoted standby: last write %q, in recovery %v", v, rec)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/immut/immut/internal/cliflag"
+
 	"github.com/immut/immut/replication"
 )
 
@@ -29,13 +31,13 @@ func runWALPush(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // walArgs reads the two positional arguments and --archive shared by
 // wal-push and wal-fetch.
 func walArgs(name, operands, hint string, args []string, stderr io.Writer) ([]string, string, error) {
-	fs := newFlagSet(name, stderr)
+	fs := cliflag.NewFlagSet(name, stderr)
 	archive := fs.String("archive", "", "WAL archive `directory` (required)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: immut %s %s --archive DIR   (%s)\n", name, operands, hint)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, err := cliflag.ParseInterspersed(fs, args)
 	if err != nil {
 		return nil, "", err
 	}

@@ -25,6 +25,8 @@ type Server struct {
 	*httptest.Server
 	Store *blobstore.Store
 	API   *httpapi.Server
+	// Pool is the store's database, for tests that look under the API.
+	Pool *pgxpool.Pool
 }
 
 // Start runs the API on a fresh, migrated database. store and api adjust the
@@ -61,7 +63,7 @@ func Start(t testing.TB, store func(*blobstore.Config), api func(*httpapi.Config
 	srv.Config.ErrorLog = nil
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &Server{Server: srv, Store: st, API: h}
+	return &Server{Server: srv, Store: st, API: h, Pool: pool}
 }
 
 type testWriter struct{ t testing.TB }

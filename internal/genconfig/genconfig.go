@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/immut/immut/internal/supervisor"
 )
 
 // Host is one web server and how many app processes (CPUs) it runs.
@@ -79,7 +81,7 @@ func (t Topology) withDefaults() (Topology, error) {
 		t.FrontBasePort = 8080
 	}
 	if t.WorkerBasePort == 0 {
-		t.WorkerBasePort = 18081
+		t.WorkerBasePort = supervisor.DefaultBasePort
 	}
 	if t.LBListen == "" {
 		t.LBListen = ":80"

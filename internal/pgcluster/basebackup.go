@@ -20,7 +20,7 @@ import (
 // as the server user, so a unix socket DSN of a local cluster works. The
 // source's server log is not kept.
 func BaseBackup(ctx context.Context, cfg Config, sourceDSN string) error {
-	if err := cfg.fill(); err != nil {
+	if err := cfg.withDefaults(); err != nil {
 		return err
 	}
 	if Initialized(cfg.DataDir) {
@@ -197,7 +197,7 @@ func alive(pid int) bool {
 // immut process: use it for servers run by pg_ctl or a service manager,
 // not for one run by immut up.
 func RestartRunning(ctx context.Context, cfg Config) error {
-	if err := cfg.fill(); err != nil {
+	if err := cfg.withDefaults(); err != nil {
 		return err
 	}
 	if _, err := FindRunning(cfg.DataDir); err != nil {

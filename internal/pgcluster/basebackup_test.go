@@ -43,7 +43,7 @@ func TestBaseBackupFindStop(t *testing.T) {
 		t.Fatalf("FindRunning = %+v; cluster pid %d port %d", r, c.Pid(), c.Port())
 	}
 	var v string
-	query(t, r.DSN("postgres"), "SELECT v FROM copied LIMIT 1", &v)
+	pgtest.QueryRow(t, r.DSN("postgres"), "SELECT v FROM copied LIMIT 1", &v)
 	if v != "in the copy" {
 		t.Fatalf("copy holds %q", v)
 	}

@@ -118,7 +118,7 @@ func versionOf(path string) float64 {
 	return v
 }
 
-func (cfg *Config) fill() error {
+func (cfg *Config) withDefaults() error {
 	if cfg.DataDir == "" {
 		return errors.New("pgcluster: no data directory given")
 	}
@@ -224,7 +224,7 @@ func Initialized(dir string) bool {
 // TCP connections authenticated by a generated superuser password) unless
 // DataDir already holds one. It reports whether it created one.
 func Init(ctx context.Context, cfg Config) (created bool, err error) {
-	if err := cfg.fill(); err != nil {
+	if err := cfg.withDefaults(); err != nil {
 		return false, err
 	}
 	if Initialized(cfg.DataDir) {
@@ -308,7 +308,7 @@ func writeOwned(path string, data []byte, o owner) error {
 // accepts connections. The server stops when Stop is called, and is sent
 // SIGQUIT (immediate shutdown) if the calling process dies first.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
-	if err := cfg.fill(); err != nil {
+	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
 	if !Initialized(cfg.DataDir) {

@@ -38,7 +38,7 @@ func TestInitStartStopRestart(t *testing.T) {
 
 	// Checksums on, socket inside the data directory, TCP with a password.
 	var checksums string
-	query(t, c.DSN("postgres"), "SHOW data_checksums", &checksums)
+	pgtest.QueryRow(t, c.DSN("postgres"), "SHOW data_checksums", &checksums)
 	if checksums != "on" {
 		t.Errorf("data_checksums = %q", checksums)
 	}
@@ -46,7 +46,7 @@ func TestInitStartStopRestart(t *testing.T) {
 		t.Errorf("socket not in data directory: %v", err)
 	}
 	var one int
-	query(t, c.TCPDSN("postgres"), "SELECT 1", &one)
+	pgtest.QueryRow(t, c.TCPDSN("postgres"), "SELECT 1", &one)
 	noPassword := strings.Replace(c.TCPDSN("postgres"), "password=", "password=wrong", 1)
 	if conn, err := pgx.Connect(ctx, noPassword); err == nil {
 		conn.Close(ctx)
@@ -69,7 +69,7 @@ func TestInitStartStopRestart(t *testing.T) {
 	}
 	defer c2.Stop(ctx)
 	var v string
-	query(t, c2.DSN("postgres"), "SELECT v FROM kept", &v)
+	pgtest.QueryRow(t, c2.DSN("postgres"), "SELECT v FROM kept", &v)
 	if v != "still here" {
 		t.Errorf("after restart got %q", v)
 	}
@@ -167,18 +167,6 @@ func exec(t *testing.T, dsn, sql string) {
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(context.Background(), sql); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func query(t *testing.T, dsn, sql string, dst any) {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if err := conn.QueryRow(context.Background(), sql).Scan(dst); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -25,6 +25,10 @@ import (
 	"time"
 )
 
+// DefaultBasePort is worker 0's port in a deployment (immut up, immut serve
+// --workers, gen-config): worker i listens on DefaultBasePort+i.
+const DefaultBasePort = 18081
+
 // Worker file descriptors, as the worker process sees them.
 const (
 	ListenerFD = 3 // the port's listening socket
@@ -443,24 +447,4 @@ func listenFile(addr string) (*os.File, string, error) {
 		return nil, "", fmt.Errorf("socket %s: %w", addr, err)
 	}
 	return os.NewFile(uintptr(fd), "listener "+addr), ln.Addr().String(), nil
-}
-
-// Run starts the workers, keeps them running until ctx is done, then stops
-// them. hup, if not nil, triggers a rolling restart on each receive.
-func (s *Supervisor) Run(ctx context.Context, hup <-chan struct{}) error {
-	if err := s.Start(ctx); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout+5*time.Second)
-			defer cancel()
-			return s.Stop(stopCtx)
-		case <-hup:
-			if err := s.RollingRestart(ctx); err != nil {
-				s.log.Error("rolling restart", "err", err)
-			}
-		}
-	}
 }

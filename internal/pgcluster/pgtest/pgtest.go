@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/immut/immut/internal/pgcluster"
 )
 
@@ -137,4 +139,35 @@ func sanitize(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// Exec runs sql on dsn, failing the test on error.
+func Exec(t testing.TB, dsn, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// QueryRow runs sql on dsn and scans its one row into dst, failing the test
+// on error.
+func QueryRow(t testing.TB, dsn, sql string, dst ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, sql).Scan(dst...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
 }

@@ -1,53 +1,31 @@
-package main
+package node_test
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/immut/immut/internal/node"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
 	"github.com/immut/immut/loadtest"
 )
 
-// whoAnswers returns the worker index and pid behind a front port.
-func whoAnswers(t *testing.T, front string) (worker string, pid int) {
-	t.Helper()
-	resp, err := http.Get("http://" + front + "/monitor/hostname")
-	if err != nil {
-		t.Fatalf("front %s: %v", front, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	// "<host> worker=<i> pid=<pid>"
-	for _, f := range strings.Fields(string(b)) {
-		if v, ok := strings.CutPrefix(f, "worker="); ok {
-			worker = v
-		}
-		if v, ok := strings.CutPrefix(f, "pid="); ok {
-			fmt.Sscan(v, &pid)
-		}
-	}
-	return worker, pid
-}
-
 func TestUpTopology(t *testing.T) {
 	data := filepath.Join(pgtest.TempDir(t), "data")
-	up := startUp(t, data, "--workers", "2", "--cache-size", "64MiB")
-	if len(up.fronts) != 2 {
-		t.Fatalf("banner lists fronts %v, want 2", up.fronts)
+	up := startNode(t, data, func(c *node.Config) { c.Workers = 2 })
+	if len(up.Fronts) != 2 || len(up.Workers) != 2 {
+		t.Fatalf("fronts %v, workers %v: want 2 each", up.Fronts, up.Workers)
 	}
-	pgPid := postmasterPid(t, filepath.Join(data, "pg"))
+	primary, _ := up.Layout.Clusters()
+	pgPid := postmasterPid(primary)
 
 	// Port affinity: front port i reaches worker i.
 	pids := make([]int, 2)
-	for i, f := range up.fronts {
+	for i, f := range up.Fronts {
 		w, pid := whoAnswers(t, f)
 		if w != fmt.Sprint(i) || pid == 0 {
 			t.Fatalf("front port %d reaches worker %q (pid %d)", i, w, pid)
@@ -56,19 +34,19 @@ func TestUpTopology(t *testing.T) {
 	}
 
 	t.Run("kill -9 of a worker", func(t *testing.T) {
-		syscall.Kill(pids[0], syscall.SIGKILL)
+		if err := killProcess(pids[0]); err != nil {
+			t.Fatal(err)
+		}
 		// Requests on its port still succeed: the front fails over, or the
 		// socket's backlog waits for the restarted worker.
 		for i := 0; i < 20; i++ {
-			resp, err := http.Get("http://" + up.fronts[0] + "/healthz")
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("request %d after kill -9: %v %v", i, resp, err)
+			if code, _ := getStatus(t, up.Fronts[0], "/healthz"); code != http.StatusOK {
+				t.Fatalf("request %d after kill -9: %d", i, code)
 			}
-			resp.Body.Close()
 		}
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			w, pid := whoAnswers(t, up.fronts[0])
+			w, pid := whoAnswers(t, up.Fronts[0])
 			if w == "0" && pid != pids[0] {
 				pids[0] = pid
 				break
@@ -81,7 +59,7 @@ func TestUpTopology(t *testing.T) {
 	})
 
 	t.Run("rolling restart under load", func(t *testing.T) {
-		targets := []string{"http://" + up.fronts[0], "http://" + up.fronts[1]}
+		targets := []string{"http://" + up.Fronts[0], "http://" + up.Fronts[1]}
 		type result struct {
 			rep *loadtest.Report
 			err error
@@ -92,7 +70,7 @@ func TestUpTopology(t *testing.T) {
 				Targets: targets, Rate: 150, Duration: 5 * time.Second, Seed: 11,
 				Corpus: 20, Sizes: []loadtest.SizeClass{{W: 64, H: 64, Weight: 1}},
 				Mix:   loadtest.Mix{loadtest.OpGet: 85, loadtest.OpHead: 5, loadtest.OpPut: 5, loadtest.OpEdit: 5},
-				Token: up.token, Timeout: 20 * time.Second, MaxInFlight: 64,
+				Token: up.Token, Timeout: 20 * time.Second, MaxInFlight: 64,
 				Logger: slog.New(slog.DiscardHandler),
 			})
 			done <- result{rep, err}
@@ -100,9 +78,9 @@ func TestUpTopology(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		answer, err := sendControl(ctx, filepath.Join(data, "control.sock"), "rolling-restart", 2*time.Minute)
+		answer, err := node.RollingRestart(ctx, up.Layout.ControlSocket())
 		if err != nil {
-			t.Fatalf("rolling restart: %v", err)
+			t.Fatal(err)
 		}
 		res := <-done
 		if res.err != nil {
@@ -111,7 +89,7 @@ func TestUpTopology(t *testing.T) {
 		if res.rep.All.ErrorTotal != 0 || res.rep.All.OK < 500 {
 			t.Fatalf("during the rolling restart: %d ok, %d failed: %v", res.rep.All.OK, res.rep.All.ErrorTotal, res.rep.All.Errors)
 		}
-		for i, f := range up.fronts {
+		for i, f := range up.Fronts {
 			if _, pid := whoAnswers(t, f); pid == pids[i] {
 				t.Errorf("worker %d not replaced (pid %d)", i, pid)
 			}
@@ -119,16 +97,16 @@ func TestUpTopology(t *testing.T) {
 		t.Logf("rolling restart (%s) under %d requests: none failed", answer, res.rep.All.OK)
 	})
 
-	// SIGINT stops everything: workers, front, database.
+	// Stopping the node stops everything: workers, front, database.
 	var workerPids []int
-	for _, f := range up.fronts {
+	for _, f := range up.Fronts {
 		_, pid := whoAnswers(t, f)
 		workerPids = append(workerPids, pid)
 	}
-	up.stop(t)
+	up.shutdown(t)
 	for _, pid := range append(workerPids, pgPid) {
-		if syscall.Kill(pid, 0) == nil {
-			t.Errorf("process %d survived SIGINT of immut up", pid)
+		if processAlive(pid) {
+			t.Errorf("process %d survived the stop of immut up", pid)
 		}
 	}
 }

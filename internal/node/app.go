@@ -1,0 +1,146 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/httpapi"
+	"github.com/immut/immut/internal/buildinfo"
+	"github.com/immut/immut/replication"
+)
+
+// StoreLimits are the blob store's settings an operator chooses. Zero values
+// are blobstore's defaults. A new store setting is a field here: it reaches
+// every worker with the rest of AppSettings.
+type StoreLimits struct {
+	ChunkSize      int   `json:"chunk_size,omitempty"`
+	MaxBlobSize    int64 `json:"max_blob_size,omitempty"`
+	MaxImagePixels int64 `json:"max_image_pixels,omitempty"`
+}
+
+// AppSettings are what every app process needs, whether `immut serve` runs
+// it in its own process or a supervisor runs it as a worker.
+type AppSettings struct {
+	DSN   string      `json:"dsn"`
+	Token string      `json:"token"`
+	Store StoreLimits `json:"store"`
+	// Replication, when it names a server, gives the process
+	// /monitor/replication and the replication gauges.
+	Replication replication.Sources `json:"replication"`
+	// LogLevel is debug, info, warn or error (the worker's logger).
+	LogLevel string `json:"log_level,omitempty"`
+}
+
+// AppConfig is one app process.
+type AppConfig struct {
+	AppSettings
+	// Worker is the process's index among the workers, shown by
+	// /monitor/hostname; -1 when it is not a worker.
+	Worker int
+	// Listen is the address to serve on, unless Listener is set.
+	Listen   string
+	Listener net.Listener
+	// Ready, if set, is called with the bound address once serving.
+	Ready func(addr string)
+	// DrainGrace is how long the process answers with Connection: close
+	// before it shuts down (supervised workers: 1s).
+	DrainGrace time.Duration
+	Logger     *slog.Logger
+}
+
+// RunApp serves the API until ctx is cancelled, then drains: /readyz fails
+// at once, in-flight requests finish (up to 30s), the pool closes. It
+// refuses a database whose schema is newer than the binary or has pending
+// migrations.
+func RunApp(ctx context.Context, cfg AppConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pool, err := pgxpool.New(ctx, cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = pool.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	if err := blobstore.CheckSchema(ctx, pool); err != nil {
+		if errors.Is(err, blobstore.ErrSchemaTooNew) {
+			return fmt.Errorf("refusing to serve: %w", err)
+		}
+		return err
+	}
+	api, err := newAPI(pool, cfg, log)
+	if err != nil {
+		return err
+	}
+	srv := api.HTTPServer(cfg.Listen)
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "worker", cfg.Worker, "version", buildinfo.Version())
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// Drain in two steps: first every response closes its connection (the
+	// front stops reusing them as their requests finish), then shutdown
+	// closes what is left idle.
+	api.Drain()
+	if cfg.DrainGrace > 0 {
+		time.Sleep(cfg.DrainGrace)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		srv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped", "worker", cfg.Worker)
+	return nil
+}
+
+// newAPI composes the app: the store on pool, the HTTP API on the store,
+// and the replication monitor when there is a standby to watch.
+func newAPI(pool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*httpapi.Server, error) {
+	store, err := blobstore.New(blobstore.Config{
+		Pool:           pool,
+		ChunkSize:      cfg.Store.ChunkSize,
+		MaxBlobSize:    cfg.Store.MaxBlobSize,
+		MaxImagePixels: cfg.Store.MaxImagePixels,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	acfg := httpapi.Config{Store: store, Token: cfg.Token, Version: buildinfo.Version(), Worker: cfg.Worker, Logger: log, Registry: prometheus.NewRegistry()}
+	if r := cfg.Replication; r.PrimaryDSN != "" || r.StandbyDSN != "" {
+		mon := replication.NewMonitor(r, replication.Thresholds{})
+		if err := mon.Register(acfg.Registry); err != nil {
+			return nil, err
+		}
+		acfg.Replication = mon.Check
+	}
+	return httpapi.New(acfg)
+}
