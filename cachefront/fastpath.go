@@ -163,6 +163,14 @@ func (l *listener) serveFast(f *Front, c net.Conn) {
 		if err != nil {
 			return // timed out or went away mid-head
 		}
+		if complete && hasBareLF(head) {
+			// fasthttp would wait for a CRLF CRLF until ReadTimeout, then
+			// answer 400: refuse at once instead.
+			f.m.clientErrors.Inc()
+			c.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+			c.Write(bareLFRefusal)
+			return
+		}
 		if complete {
 			if req, ok := parseFastRequest(head); ok {
 				start := time.Now()
@@ -230,11 +238,16 @@ func (l *listener) stopped() bool { return l.stopping.Load() }
 // without consuming it, reading more as needed. complete is false when the
 // head does not fit in the buffer; err reports a connection that failed or
 // timed out before the head was complete.
+//
+// The head ends at the first empty line, whether its lines end in CRLF or
+// in a bare LF (which RFC 9112 §2.2 lets a recipient accept): a head that
+// parseFastRequest then refuses is handed to fasthttp at once instead of
+// waiting for a CRLF CRLF that never comes.
 func peekHead(br *bufio.Reader) (head []byte, complete bool, err error) {
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
-			return buf[:i+4], true, nil
+		if n := headLen(buf); n > 0 {
+			return buf[:n], true, nil
 		}
 		if br.Buffered() >= fastReadBuffer {
 			return buf, false, nil
@@ -244,6 +257,46 @@ func peekHead(br *bufio.Reader) (head []byte, complete bool, err error) {
 		}
 	}
 }
+
+// headLen is the length of the request head at the start of buf, through
+// its empty line, or 0 if buf holds no empty line yet.
+func headLen(buf []byte) int {
+	for off := 0; ; {
+		j := bytes.IndexByte(buf[off:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i := off + j
+		off = i + 1
+		switch {
+		case i+1 < len(buf) && buf[i+1] == '\n':
+			return i + 2
+		case i+2 < len(buf) && buf[i+1] == '\r' && buf[i+2] == '\n':
+			return i + 3
+		}
+	}
+}
+
+// hasBareLF reports whether a line of head ends in LF without CR.
+func hasBareLF(head []byte) bool {
+	for off := 0; ; {
+		j := bytes.IndexByte(head[off:], '\n')
+		if j < 0 {
+			return false
+		}
+		if i := off + j; i == 0 || head[i-1] != '\r' {
+			return true
+		}
+		off += j + 1
+	}
+}
+
+// bareLFRefusal is the whole answer to a head with bare LF line ends.
+var bareLFRefusal = func() []byte {
+	body := `{"error":"request lines must end in CRLF"}` + "\n"
+	return []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}()
 
 var (
 	crlfcrlf = []byte("\r\n\r\n")

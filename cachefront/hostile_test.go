@@ -264,3 +264,103 @@ func TestAdminTokenScheme(t *testing.T) {
 		}
 	}
 }
+
+// TestBareLFHeadAnsweredAtOnce (item 9): a request head with lines that end
+// in a bare LF is refused at once, not after ReadTimeout (fasthttp waits
+// for a CRLF CRLF, then refuses).
+func TestBareLFHeadAnsweredAtOnce(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("lf"))
+	f, urls := startFront(t, Config{ReadTimeout: time.Minute}, o)
+	get(t, urls[0]+"/b/"+hash)
+	settle(f)
+	for _, head := range []string{
+		"GET /b/" + hash + " HTTP/1.1\nHost: x\n\n",
+		"GET /b/" + hash + " HTTP/1.1\r\nHost: x\n\n",
+		"GET /b/" + hash + " HTTP/1.1\nHost: x\r\n\r\n",
+	} {
+		start := time.Now()
+		r := raw(t, f.Addrs()[0], "GET", head)
+		if took := time.Since(start); took > 2*time.Second || r.status != 400 {
+			t.Fatalf("%q: %d %q after %v, want 400 at once", head, r.status, r.body, took)
+		}
+	}
+}
+
+// TestHTTP10GetsNoChunked (item 8): a body of unknown length reaches an
+// HTTP/1.0 client close-delimited, never chunked (RFC 9112 §6.1).
+func TestHTTP10GetsNoChunked(t *testing.T) {
+	o := newOrigin(t, "A")
+	big := pattern(100<<10, 5)
+	o.handle("stream", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		for i := 0; i < len(big); i += 10 << 10 {
+			w.Write(big[i : i+10<<10])
+			w.(http.Flusher).Flush() // no Content-Length
+		}
+	})
+	f, _ := startFront(t, Config{}, o)
+	c, err := net.Dial("tcp", f.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /case/stream HTTP/1.0\r\nHost: x\r\n\r\n")
+	got, err := io.ReadAll(c) // the body ends with the connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, ok := bytes.Cut(got, []byte("\r\n\r\n"))
+	if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.1 200")) {
+		t.Fatalf("response head %q", head)
+	}
+	if h := strings.ToLower(string(head)); strings.Contains(h, "transfer-encoding") || strings.Contains(h, "content-length") || !strings.Contains(h, "connection: close") {
+		t.Fatalf("response head to HTTP/1.0:\n%s", head)
+	}
+	if !bytes.Equal(body, big) {
+		t.Fatalf("body: %d bytes, want %d", len(body), len(big))
+	}
+	// HTTP/1.1 still gets chunked, on a connection that stays open.
+	r := raw(t, f.Addrs()[0], "GET", "GET /case/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+	if len(r.te) != 1 || r.te[0] != "chunked" || !bytes.Equal(r.body, big) {
+		t.Fatalf("HTTP/1.1: Transfer-Encoding %q, %d bytes", r.te, len(r.body))
+	}
+}
+
+// TestMalformedBodyIsTheClientsFault (item 11): a request body that cannot
+// be read is answered 400 and counted as a client error, not as 502 and
+// an origin error.
+func TestMalformedBodyIsTheClientsFault(t *testing.T) {
+	o := newOrigin(t, "A")
+	f, _ := startFront(t, Config{}, o)
+	for _, tc := range []struct{ name, req string }{
+		{"bad chunk size", "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"},
+		{"bad chunk end", "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := raw(t, f.Addrs()[0], "POST", tc.req)
+			if r.status != 400 {
+				t.Fatalf("%d %q, want 400", r.status, r.body)
+			}
+		})
+	}
+	// A body cut short by the client closing its side.
+	c, err := net.Dial("tcp", f.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("a", 70000))
+	c.(*net.TCPConn).CloseWrite()
+	if r := readRaw(t, bufio.NewReader(c), "POST"); r.status != 400 {
+		t.Fatalf("short body: %d %q, want 400", r.status, r.body)
+	}
+	if n := counterValue(f.m.originErrors); n != 0 {
+		t.Fatalf("origin_errors_total = %v, want 0", n)
+	}
+	if n := counterValue(f.m.clientErrors); n != 3 {
+		t.Fatalf("client_errors_total = %v, want 3", n)
+	}
+}

@@ -493,6 +493,20 @@ func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx) {
 	}
 	if err != nil {
 		cancel()
+		if cerr := body.clientError(); cerr != nil {
+			// The client's body broke (bad chunked framing, a connection
+			// closed early, a stall): its fault, not the origin's.
+			ctx.SetConnectionClose()
+			f.m.clientErrors.Inc()
+			f.log.Debug("request body unreadable", "err", cerr)
+			var ne net.Error
+			if errors.As(cerr, &ne) && ne.Timeout() {
+				f.writeError(ctx, http.StatusRequestTimeout, "the request body stalled")
+				return
+			}
+			f.writeError(ctx, http.StatusBadRequest, "could not read the request body")
+			return
+		}
 		f.writeOriginError(ctx, err)
 		return
 	}
@@ -526,9 +540,48 @@ func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, ser
 		resp.Body.Close()
 		return
 	}
+	if resp.ContentLength < 0 && !ctx.Request.Header.IsHTTP11() {
+		f.writeCloseDelimited(ctx, resp.Body)
+		return
+	}
 	// fasthttp writes the stream after the handler returns, then closes
 	// it, which releases the origin connection.
 	ctx.SetBodyStream(resp.Body, int(resp.ContentLength))
+}
+
+// writeCloseDelimited sends a body of unknown length to an HTTP/1.0
+// client, which cannot read chunked (RFC 9112 §6.1, §7.1): fasthttp would
+// chunk it, so the response is written on the hijacked connection, without
+// Transfer-Encoding, and the end of the body is the close of the
+// connection (§6.3).
+func (f *Front) writeCloseDelimited(ctx *fasthttp.RequestCtx, body io.ReadCloser) {
+	ctx.SetConnectionClose()
+	rh := &ctx.Response.Header
+	rh.SetContentLength(-2) // identity: no Content-Length, no Transfer-Encoding
+	head := append([]byte(nil), rh.Header()...)
+	timeout := f.cfg.WriteTimeout
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer body.Close()
+		w := &deadlineWriter{c: c, timeout: timeout}
+		if _, err := w.Write(head); err != nil {
+			return
+		}
+		io.Copy(w, body)
+	})
+}
+
+// deadlineWriter gives each write to a client its own deadline, so that a
+// client that stops reading is dropped after timeout without bounding how
+// long a whole body may take.
+type deadlineWriter struct {
+	c       net.Conn
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.c.Write(p)
 }
 
 // writeOriginError answers for an origin that could not be reached.
@@ -659,7 +712,7 @@ func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch boo
 	}
 	var body *guardedBody
 	if cl := ctx.Request.Header.ContentLength(); !fetch && (cl > 0 || cl == -1) {
-		body = &guardedBody{r: ctx.RequestBodyStream(), done: make(chan struct{})}
+		body = &guardedBody{r: ctx.RequestBodyStream(), length: int64(cl), done: make(chan struct{})}
 		req.Body = body
 		req.ContentLength = int64(cl)
 	}
@@ -673,7 +726,10 @@ type guardedBody struct {
 	mu      sync.Mutex
 	r       io.Reader
 	read    bool
+	length  int64 // declared by the client; -1 for chunked
+	n       int64 // read so far
 	eof     bool
+	err     error // from the client's side
 	stopped bool
 	done    chan struct{} // closed when the transport closes a fully read body
 	isDone  bool
@@ -689,10 +745,29 @@ func (g *guardedBody) Read(p []byte) (int, error) {
 	}
 	g.read = true
 	n, err := g.r.Read(p)
-	if err == io.EOF {
+	g.n += int64(n)
+	switch {
+	case err == io.EOF && g.length >= 0 && g.n < g.length:
+		// The client closed its side before sending what it declared.
+		err = io.ErrUnexpectedEOF
+		g.err = err
+	case err == io.EOF:
 		g.eof = true
+	case err != nil:
+		g.err = err
 	}
 	return n, err
+}
+
+// clientError is the error reading the client's body returned, if any; nil
+// for a nil body.
+func (g *guardedBody) clientError() error {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
 }
 
 // Close only records that the transport finished with a fully read body:
