@@ -3,17 +3,13 @@ package blobstore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/gif"
 	"image/jpeg"
-	"image/png"
 	"io"
-	mrand "math/rand/v2"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -23,6 +19,7 @@ import (
 	"github.com/zeebo/blake3"
 
 	"github.com/immut/immut/internal/pgcluster/pgtest"
+	"github.com/immut/immut/internal/testblob"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -45,14 +42,6 @@ func newStore(t testing.TB, cfg Config) *Store {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func randomBytes(t testing.TB, n int) []byte {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // rowCounts returns how many blob and chunk rows the database holds.
@@ -83,7 +72,7 @@ func TestRoundTripAroundChunkSize(t *testing.T) {
 	const cs = 4096
 	s := newStore(t, Config{ChunkSize: cs})
 	for _, n := range []int{0, 1, cs - 1, cs, cs + 1, 3*cs + 17, 3<<20 + 5} {
-		data := randomBytes(t, n)
+		data := testblob.Random(t, n)
 		b, created, err := s.Put(context.Background(), bytes.NewReader(data), PutOptions{})
 		if err != nil || !created {
 			t.Fatalf("size %d: Put = %v, %v", n, created, err)
@@ -108,7 +97,7 @@ func TestRoundTripAroundChunkSize(t *testing.T) {
 
 func TestDedupAndConcurrentIdenticalUploads(t *testing.T) {
 	s := newStore(t, Config{ChunkSize: 4096})
-	data := randomBytes(t, 50_000)
+	data := testblob.Random(t, 50_000)
 	var wg sync.WaitGroup
 	results := make([]bool, 8)
 	errs := make([]error, 8)
@@ -144,7 +133,7 @@ func TestDedupAndConcurrentIdenticalUploads(t *testing.T) {
 
 func TestFailedUploadsLeaveNothing(t *testing.T) {
 	s := newStore(t, Config{ChunkSize: 4096, MaxBlobSize: 100_000})
-	data := randomBytes(t, 60_000)
+	data := testblob.Random(t, 60_000)
 	wrong := Sum([]byte("something else"))
 	tests := []struct {
 		name string
@@ -153,11 +142,11 @@ func TestFailedUploadsLeaveNothing(t *testing.T) {
 		want error
 	}{
 		{"reader fails midway (client disconnect)", io.MultiReader(bytes.NewReader(data[:30_000]), iotest.ErrReader(io.ErrUnexpectedEOF)), PutOptions{}, io.ErrUnexpectedEOF},
-		{"over the size limit", bytes.NewReader(randomBytes(t, 100_001)), PutOptions{}, ErrTooLarge},
+		{"over the size limit", bytes.NewReader(testblob.Random(t, 100_001)), PutOptions{}, ErrTooLarge},
 		{"digest mismatch", bytes.NewReader(data), PutOptions{Expected: &wrong}, ErrDigestMismatch},
 		{"not an image", bytes.NewReader(data), PutOptions{ImageOnly: true}, ErrNotImage},
-		{"truncated png", bytes.NewReader(pngBytes(t, 10, 10)[:20]), PutOptions{ImageOnly: true}, ErrNotImage},
-		{"too many pixels", bytes.NewReader(pngHeader(100000, 100000)), PutOptions{ImageOnly: true}, ErrTooManyPixels},
+		{"truncated png", bytes.NewReader(testblob.PNG(t, 10, 10)[:20]), PutOptions{ImageOnly: true}, ErrNotImage},
+		{"too many pixels", bytes.NewReader(testblob.PNGHeader(100000, 100000)), PutOptions{ImageOnly: true}, ErrTooManyPixels},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -171,7 +160,7 @@ func TestFailedUploadsLeaveNothing(t *testing.T) {
 		})
 	}
 	// Exactly at the limit is fine.
-	if _, _, err := s.Put(context.Background(), bytes.NewReader(randomBytes(t, 100_000)), PutOptions{}); err != nil {
+	if _, _, err := s.Put(context.Background(), bytes.NewReader(testblob.Random(t, 100_000)), PutOptions{}); err != nil {
 		t.Fatalf("upload at the limit: %v", err)
 	}
 }
@@ -181,7 +170,7 @@ func TestCancelledUploadLeavesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	go func() {
-		pw.Write(randomBytes(t, 20_000))
+		pw.Write(testblob.Random(t, 20_000))
 		cancel()
 		time.Sleep(50 * time.Millisecond)
 		pw.CloseWithError(context.Canceled)
@@ -197,7 +186,7 @@ func TestCancelledUploadLeavesNothing(t *testing.T) {
 func TestRangeReadsFetchOnlyNeededChunks(t *testing.T) {
 	const cs = 4096
 	s := newStore(t, Config{ChunkSize: cs})
-	data := randomBytes(t, 10*cs+100)
+	data := testblob.Random(t, 10*cs+100)
 	b, _, err := s.Put(context.Background(), bytes.NewReader(data), PutOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +230,7 @@ func TestRangeReadsFetchOnlyNeededChunks(t *testing.T) {
 func TestCorruptionIsDetectedNotServed(t *testing.T) {
 	const cs = 4096
 	s := newStore(t, Config{ChunkSize: cs})
-	data := randomBytes(t, 3*cs)
+	data := testblob.Random(t, 3*cs)
 	b, _, err := s.Put(context.Background(), bytes.NewReader(data), PutOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +269,7 @@ func TestContentTypeFromBytes(t *testing.T) {
 		w, h  int
 		image bool
 	}{
-		{"png", pngBytes(t, 640, 480), "image/png", 640, 480, true},
+		{"png", testblob.PNG(t, 640, 480), "image/png", 640, 480, true},
 		{"jpeg", jpgBuf.Bytes(), "image/jpeg", 33, 21, true},
 		{"gif", gifBuf.Bytes(), "image/gif", 7, 9, true},
 		{"webp", webpHeader(1920, 1080), "image/webp", 1920, 1080, true},
@@ -316,37 +305,6 @@ func TestStatUnknown(t *testing.T) {
 	}
 }
 
-// pngBytes encodes a real PNG of noise.
-func pngBytes(t testing.TB, w, h int) []byte {
-	img := image.NewNRGBA(image.Rect(0, 0, w, h))
-	rng := mrand.New(mrand.NewPCG(1, 2))
-	for i := range img.Pix {
-		img.Pix[i] = byte(rng.Uint32())
-	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// pngHeader is a PNG signature and IHDR declaring w×h pixels, with no pixels:
-// what a decompression bomb looks like from the outside.
-func pngHeader(w, h uint32) []byte {
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], w)
-	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 6 // 8-bit RGBA
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	binary.Write(&b, binary.BigEndian, uint32(len(ihdr)))
-	chunk := append([]byte("IHDR"), ihdr...)
-	b.Write(chunk)
-	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
-	b.Write(make([]byte, 64)) // some trailing bytes, as if IDAT followed
-	return b.Bytes()
-}
-
 // webpHeader is an extended-format (VP8X) WebP header declaring w×h.
 func webpHeader(w, h int) []byte {
 	vp8x := make([]byte, 10)
@@ -368,7 +326,7 @@ func webpHeader(w, h int) []byte {
 func TestWriteToHonoursOffsetAndLimit(t *testing.T) {
 	const cs = 4096
 	s := newStore(t, Config{ChunkSize: cs})
-	data := randomBytes(t, 5*cs+123)
+	data := testblob.Random(t, 5*cs+123)
 	b, _, _ := s.Put(context.Background(), bytes.NewReader(data), PutOptions{})
 	for _, tc := range []struct{ off, end int64 }{{0, int64(len(data))}, {10, 20}, {cs - 1, 3*cs + 1}, {int64(len(data)) - 1, int64(len(data))}} {
 		r, _ := s.Open(context.Background(), b.Hash)
@@ -385,7 +343,7 @@ func TestWriteToHonoursOffsetAndLimit(t *testing.T) {
 
 func TestPutWithKnownHashOfStoredBlobWritesNothing(t *testing.T) {
 	s := newStore(t, Config{ChunkSize: 4096})
-	data := randomBytes(t, 20_000)
+	data := testblob.Random(t, 20_000)
 	b, _, err := s.Put(context.Background(), bytes.NewReader(data), PutOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +352,7 @@ func TestPutWithKnownHashOfStoredBlobWritesNothing(t *testing.T) {
 	if err != nil || created || got.Hash != b.Hash || got.Size != b.Size {
 		t.Fatalf("re-upload with its hash: %+v %v %v", got, created, err)
 	}
-	other := randomBytes(t, 20_000)
+	other := testblob.Random(t, 20_000)
 	if _, _, err := s.Put(context.Background(), bytes.NewReader(other), PutOptions{Expected: &b.Hash}); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("other bytes under a stored hash: %v", err)
 	}

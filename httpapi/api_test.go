@@ -4,13 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
-	"image"
-	"image/png"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +20,7 @@ import (
 	"github.com/immut/immut/httpapi"
 	"github.com/immut/immut/httpapi/apitest"
 	"github.com/immut/immut/internal/pgcluster/pgtest"
+	"github.com/immut/immut/internal/testblob"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -36,12 +32,6 @@ func start(t *testing.T) *apitest.Server {
 		c.ChunkSize = chunk
 		c.MaxBlobSize = 8 << 20
 	}, nil)
-}
-
-func randomBytes(t testing.TB, n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
 }
 
 type client struct {
@@ -107,7 +97,7 @@ func TestUploadAndServeRoundTrips(t *testing.T) {
 	s := start(t)
 	c := client{t, s.URL}
 	for _, n := range []int{0, 1, chunk - 1, chunk, chunk + 1, 3<<20 + 11} {
-		data := randomBytes(t, n)
+		data := testblob.Random(t, n)
 		code, out := c.upload(data)
 		if code != http.StatusCreated {
 			t.Fatalf("size %d: upload status %d %v", n, code, out)
@@ -144,7 +134,7 @@ func TestUploadAndServeRoundTrips(t *testing.T) {
 
 func TestConcurrentIdenticalUploads(t *testing.T) {
 	s := start(t)
-	data := randomBytes(t, 5*chunk+3)
+	data := testblob.Random(t, 5*chunk+3)
 	var wg sync.WaitGroup
 	codes := make([]int, 10)
 	for i := range codes {
@@ -180,7 +170,7 @@ func TestConcurrentIdenticalUploads(t *testing.T) {
 
 func TestBadUploadsLeaveNothing(t *testing.T) {
 	s := start(t)
-	data := randomBytes(t, 10_000)
+	data := testblob.Random(t, 10_000)
 	other := hexHash([]byte("other"))
 	tests := []struct {
 		name   string
@@ -198,14 +188,14 @@ func TestBadUploadsLeaveNothing(t *testing.T) {
 		{"digest mismatch", "PUT", "/v1/blobs/" + other, bytes.NewReader(data), auth, 400},
 		{"malformed hash on PUT", "PUT", "/v1/blobs/xyz", bytes.NewReader(data), auth, 400},
 		{"non-image as image", "PUT", "/v1/images/logo", bytes.NewReader(data), auth, 415},
-		{"bomb header", "PUT", "/v1/images/bomb", bytes.NewReader(pngHeader(100000, 100000)), auth, 422},
-		{"truncated png", "PUT", "/v1/images/trunc", bytes.NewReader(pngBytes(t, 50, 50)[:30]), auth, 415},
-		{"name with slash", "PUT", "/v1/images/a%2Fb", bytes.NewReader(pngBytes(t, 2, 2)), auth, 400},
-		{"name with ..", "PUT", "/v1/images/..", bytes.NewReader(pngBytes(t, 2, 2)), auth, 400},
-		{"name with NUL", "PUT", "/v1/images/a%00b", bytes.NewReader(pngBytes(t, 2, 2)), auth, 400},
-		{"name over 200 bytes", "PUT", "/v1/images/" + strings.Repeat("n", 201), bytes.NewReader(pngBytes(t, 2, 2)), auth, 400},
-		{"name with raw slash", "PUT", "/v1/images/a/b", bytes.NewReader(pngBytes(t, 2, 2)), auth, 400},
-		{"bad If-Match", "PUT", "/v1/images/x", bytes.NewReader(pngBytes(t, 2, 2)), append([]string{"If-Match", "garbage"}, auth...), 400},
+		{"bomb header", "PUT", "/v1/images/bomb", bytes.NewReader(testblob.PNGHeader(100000, 100000)), auth, 422},
+		{"truncated png", "PUT", "/v1/images/trunc", bytes.NewReader(testblob.PNG(t, 50, 50)[:30]), auth, 415},
+		{"name with slash", "PUT", "/v1/images/a%2Fb", bytes.NewReader(testblob.PNG(t, 2, 2)), auth, 400},
+		{"name with ..", "PUT", "/v1/images/..", bytes.NewReader(testblob.PNG(t, 2, 2)), auth, 400},
+		{"name with NUL", "PUT", "/v1/images/a%00b", bytes.NewReader(testblob.PNG(t, 2, 2)), auth, 400},
+		{"name over 200 bytes", "PUT", "/v1/images/" + strings.Repeat("n", 201), bytes.NewReader(testblob.PNG(t, 2, 2)), auth, 400},
+		{"name with raw slash", "PUT", "/v1/images/a/b", bytes.NewReader(testblob.PNG(t, 2, 2)), auth, 400},
+		{"bad If-Match", "PUT", "/v1/images/x", bytes.NewReader(testblob.PNG(t, 2, 2)), append([]string{"If-Match", "garbage"}, auth...), 400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -251,7 +241,7 @@ func TestClientDisconnectMidUploadLeavesNothing(t *testing.T) {
 		} else {
 			fmt.Fprintf(conn, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000\r\n\r\n", apitest.Token)
 		}
-		conn.Write(randomBytes(t, 50_000))
+		conn.Write(testblob.Random(t, 50_000))
 		time.Sleep(100 * time.Millisecond)
 		conn.Close()
 	}
@@ -274,7 +264,7 @@ func TestClientDisconnectMidUploadLeavesNothing(t *testing.T) {
 func TestRangeConditionalHeadAndErrors(t *testing.T) {
 	s := start(t)
 	c := client{t, s.URL}
-	data := randomBytes(t, 5*chunk)
+	data := testblob.Random(t, 5*chunk)
 	_, out := c.upload(data)
 	h := out["hash"].(string)
 	size := len(data)
@@ -357,7 +347,7 @@ func TestActiveContentIsSandboxed(t *testing.T) {
 		}
 	}
 	// An image is served inline with its own type.
-	img := pngBytes(t, 3, 4)
+	img := testblob.PNG(t, 3, 4)
 	_, out := c.upload(img)
 	if out["content_type"] != "image/png" || out["width"] != float64(3) || out["height"] != float64(4) {
 		t.Fatalf("png upload answer %v", out)
@@ -371,7 +361,7 @@ func TestActiveContentIsSandboxed(t *testing.T) {
 func TestNamesOverHTTP(t *testing.T) {
 	s := start(t)
 	c := client{t, s.URL}
-	v1, v2 := pngBytes(t, 10, 10), pngBytes(t, 20, 20)
+	v1, v2 := testblob.PNG(t, 10, 10), testblob.PNG(t, 20, 20)
 	h1, h2 := hexHash(v1), hexHash(v2)
 
 	resp, body := c.do("PUT", "/v1/images/logo.png", bytes.NewReader(v1), append([]string{"If-None-Match", "*"}, auth...)...)
@@ -505,29 +495,6 @@ func TestOversizedHeadersRefused(t *testing.T) {
 	}
 }
 
-func pngBytes(t testing.TB, w, h int) []byte {
-	img := image.NewNRGBA(image.Rect(0, 0, w, h))
-	rand.Read(img.Pix)
-	var buf bytes.Buffer
-	png.Encode(&buf, img)
-	return buf.Bytes()
-}
-
-func pngHeader(w, h uint32) []byte {
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], w)
-	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 6
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	binary.Write(&b, binary.BigEndian, uint32(len(ihdr)))
-	chunk := append([]byte("IHDR"), ihdr...)
-	b.Write(chunk)
-	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
-	b.Write(make([]byte, 64))
-	return b.Bytes()
-}
-
 func TestStalledUploadIsAbortedAndUploadsAreBounded(t *testing.T) {
 	s := apitest.Start(t, func(c *blobstore.Config) { c.ChunkSize = 4096 }, func(c *httpapi.Config) {
 		c.UploadStall = 300 * time.Millisecond
@@ -540,7 +507,7 @@ func TestStalledUploadIsAbortedAndUploadsAreBounded(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000\r\n\r\n", apitest.Token)
-	conn.Write(randomBytes(t, 10_000)) // then nothing: a stalled client
+	conn.Write(testblob.Random(t, 10_000)) // then nothing: a stalled client
 	time.Sleep(50 * time.Millisecond)
 
 	// The one upload slot is taken: another upload is turned away quickly.

@@ -3,6 +3,8 @@ package httpapi_test
 import (
 	"bytes"
 	"testing"
+
+	"github.com/immut/immut/internal/testblob"
 )
 
 // TestRangeUnitIsCaseInsensitive: RFC 9110 §14.1, as the front does (both
@@ -10,7 +12,7 @@ import (
 func TestRangeUnitIsCaseInsensitive(t *testing.T) {
 	s := start(t)
 	c := client{t, s.URL}
-	data := randomBytes(t, 100)
+	data := testblob.Random(t, 100)
 	_, out := c.upload(data)
 	h := out["hash"].(string)
 	for _, unit := range []string{"bytes", "Bytes", "BYTES"} {

@@ -226,8 +226,6 @@ type Threshold struct {
 	Ratio  bool    // Value is a fraction of requests (written with %)
 }
 
-var latencyMetrics = map[string]float64{"mean": -1, "p50": 50, "p90": 90, "p99": 99, "p99.9": 99.9, "max": 100}
-
 // ParseThresholds reads a comma-separated --fail-if list such as
 // "p99<50ms,errors<0.1%,hit>=80%,rate>1900/s". Latency metrics (mean, p50,
 // p90, p99, p99.9, max; corrected latency) take durations; errors and dropped

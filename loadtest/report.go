@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -383,4 +384,42 @@ func WriteText(w io.Writer, r *Report) error {
 		return fmt.Errorf("write text report: %w", err)
 	}
 	return nil
+}
+
+// WriteFiles writes the report as JSON to jsonPath and as HTML to htmlPath
+// (either may be empty: not written), reporting a failed close (a full disk
+// shows up there).
+func WriteFiles(r *Report, jsonPath, htmlPath string) error {
+	for _, f := range []struct {
+		path  string
+		write func(io.Writer, *Report) error
+	}{{jsonPath, WriteJSON}, {htmlPath, WriteHTML}} {
+		if f.path == "" {
+			continue
+		}
+		out, err := os.Create(f.path)
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		if err := f.write(out, r); err != nil {
+			out.Close()
+			return fmt.Errorf("report %s: %w", f.path, err)
+		}
+		if err := out.Close(); err != nil {
+			return fmt.Errorf("report %s: %w", f.path, err)
+		}
+	}
+	return nil
+}
+
+// Broken lists the thresholds that did not hold, with the values measured,
+// such as "p99<50ms (was 61ms)".
+func (r *Report) Broken() []string {
+	var broken []string
+	for _, t := range r.Thresholds {
+		if !t.OK {
+			broken = append(broken, fmt.Sprintf("%s (was %s)", t.Threshold, t.Actual))
+		}
+	}
+	return broken
 }

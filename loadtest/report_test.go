@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
-	"flag"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -12,9 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/immut/immut/internal/golden"
+)
 
 // fixedReport builds a report through the same code a run uses (histograms,
 // collector totals, report assembly) from seeded, made-up measurements, so
@@ -97,24 +96,6 @@ func fixedReport(t *testing.T) *Report {
 	return r.report(3*time.Second, false)
 }
 
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
-
 func TestTextReportGolden(t *testing.T) {
 	rep := fixedReport(t)
 	ths, err := ParseThresholds("p99<50ms,errors<0.1%,get.p50<=2ms,hit>=80%")
@@ -126,14 +107,14 @@ func TestTextReportGolden(t *testing.T) {
 	if err := WriteText(&b, rep); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.txt", b.Bytes())
+	golden.Check(t, "report.txt", b.Bytes())
 
 	rep.Interrupted, rep.Aborted, rep.Thresholds = true, 3, nil
 	b.Reset()
 	if err := WriteText(&b, rep); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report_interrupted.txt", b.Bytes())
+	golden.Check(t, "report_interrupted.txt", b.Bytes())
 }
 
 // TestJSONRoundTrip: the JSON report carries everything the text report
@@ -164,7 +145,7 @@ func TestHTMLReport(t *testing.T) {
 	if err := WriteHTML(&b, rep); err != nil {
 		t.Fatal(err)
 	}
-	if *update {
+	if golden.Updating() {
 		os.WriteFile(filepath.Join("testdata", "report.html"), b.Bytes(), 0o644)
 	}
 	dec := xml.NewDecoder(bytes.NewReader(b.Bytes()))

@@ -89,12 +89,11 @@ func copyExecutable(dst string) error {
 
 // pair is a primary and a log-shipping standby on this machine.
 type pair struct {
-	dir, archive         string
-	primaryCfg           pgcluster.Config
-	primary, standby     *pgcluster.Cluster
-	standbyDir           string
-	primaryPool          *pgxpool.Pool
-	stopPrimaryOnCleanup bool
+	dir, archive     string
+	primaryCfg       pgcluster.Config
+	primary, standby *pgcluster.Cluster
+	standbyDir       string
+	primaryPool      *pgxpool.Pool
 }
 
 func newPair(t *testing.T) *pair {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -136,4 +138,96 @@ func (res PromoteResult) WriteText(w io.Writer) {
 		fmt.Fprintln(w, "the old primary was NOT fenced (not on this host): make sure it never restarts as a primary")
 	}
 	fmt.Fprintln(w, "now repoint the app tier at the new primary (--dsn); see docs/OPERATIONS.md")
+}
+
+// Run starts the provisioned standby of cfg, calls started with its DSN, and
+// runs it until ctx is done (then stops it) or it exits on its own (an error
+// naming its log).
+func Run(ctx context.Context, cfg StandbyConfig, started func(dsn string)) error {
+	sb, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(sb.DSN("postgres"))
+	}
+	select {
+	case <-ctx.Done():
+	case <-sb.Exited():
+		return fmt.Errorf("the standby exited; see %s", sb.LogPath())
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return sb.Stop(stopCtx)
+}
+
+// Setup is `immut standby setup`: a standby of a primary that immut did not
+// start, provisioned from a base backup and fed by the archive.
+type Setup struct {
+	// Standby is the standby to provision. Its ArchiveDir is made absolute
+	// and its ImmutBinary defaults to the running binary. PrimaryDSN may be
+	// empty for an existing standby (reconfigured, no base backup).
+	Standby StandbyConfig
+	// PrimaryBinary and PrimaryArchive are the immut binary and the
+	// archive as the primary's host sees them. Empty: the standby's.
+	PrimaryBinary, PrimaryArchive string
+	// Configured and RestartDataDir: as in PrimaryArchiving.
+	Configured     bool
+	RestartDataDir string
+}
+
+// SetupResult says what Provision did.
+type SetupResult struct {
+	// PrimaryArchive is where the primary archives (empty without a
+	// primary); Pending lists its settings that wait for a restart;
+	// Restarted says it was restarted for them.
+	PrimaryArchive string
+	Pending        []string
+	Restarted      bool
+	// Created says a base backup was taken.
+	Created bool
+}
+
+// Provision prepares the archive, makes the primary archive into it, and
+// provisions the standby (a base backup on the first run). Run starts it.
+func (s *Setup) Provision(ctx context.Context) (SetupResult, error) {
+	var res SetupResult
+	cfg := &s.Standby
+	var err error
+	if cfg.ArchiveDir, err = filepath.Abs(cfg.ArchiveDir); err != nil {
+		return res, err
+	}
+	if cfg.ImmutBinary == "" {
+		if cfg.ImmutBinary, err = os.Executable(); err != nil {
+			return res, err
+		}
+	}
+	if err := PrepareArchiveDir(cfg.ArchiveDir, cfg.RunAs); err != nil {
+		return res, err
+	}
+	if err := pgcluster.CheckExecutable(pgcluster.Config{DataDir: cfg.DataDir, RunAs: cfg.RunAs}, cfg.ImmutBinary); err != nil {
+		return res, err
+	}
+	if cfg.PrimaryDSN == "" && !IsStandby(cfg.DataDir) {
+		return res, errors.New("--primary is required to create a standby")
+	}
+	if cfg.PrimaryDSN != "" {
+		res.PrimaryArchive = or(s.PrimaryArchive, cfg.ArchiveDir)
+		res.Pending, res.Restarted, err = EnableArchiving(ctx, PrimaryArchiving{
+			DSN: cfg.PrimaryDSN, Configured: s.Configured, RestartDataDir: s.RestartDataDir, RunAs: cfg.RunAs, Logger: cfg.Logger,
+			Settings: PrimarySettings(res.PrimaryArchive, or(s.PrimaryBinary, cfg.ImmutBinary), cfg.RPO),
+		})
+		if err != nil {
+			return res, err
+		}
+	}
+	res.Created, err = Provision(ctx, *cfg)
+	return res, err
+}
+
+func or(s, otherwise string) string {
+	if s != "" {
+		return s
+	}
+	return otherwise
 }

@@ -278,9 +278,9 @@ type Thresholds struct {
 	// MaxReplayDelay: the archive has held WAL the standby has not replayed
 	// for this long.
 	MaxReplayDelay time.Duration
-	// MaxLagSeconds: LagSeconds over this. Zero: not checked (see
+	// MaxLagTime: LagSeconds over this. Zero: not checked (see
 	// Status.LagSeconds for why).
-	MaxLagSeconds time.Duration
+	MaxLagTime time.Duration
 }
 
 func (t Thresholds) withDefaults() Thresholds {
@@ -342,8 +342,8 @@ func Check(st Status, th Thresholds) (ok bool, line string) {
 				st.ArchivedEndLSN, stamp(a.LastArchivedTime), s.ReplayLSN))
 		}
 	}
-	if th.MaxLagSeconds > 0 && st.LagSeconds > th.MaxLagSeconds.Seconds() {
-		ko = append(ko, fmt.Sprintf("standby lag %.0fs over %s", st.LagSeconds, th.MaxLagSeconds))
+	if th.MaxLagTime > 0 && st.LagSeconds > th.MaxLagTime.Seconds() {
+		ko = append(ko, fmt.Sprintf("standby lag %.0fs over %s", st.LagSeconds, th.MaxLagTime))
 	}
 	if len(ko) > 0 {
 		return false, "ServiceKO : " + strings.Join(ko, "; ")

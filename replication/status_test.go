@@ -78,7 +78,7 @@ func TestCheck(t *testing.T) {
 		}, replication.Thresholds{}, "ServiceOK"},
 		{"lag seconds over the threshold", func(s *replication.Status) {
 			s.LagBytes, s.LagSeconds = 100, 600
-		}, replication.Thresholds{MaxLagSeconds: 5 * time.Minute}, "standby lag 600s over 5m0s"},
+		}, replication.Thresholds{MaxLagTime: 5 * time.Minute}, "standby lag 600s over 5m0s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

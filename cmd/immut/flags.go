@@ -8,10 +8,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/cachefront"
+	"github.com/immut/immut/internal/cliflag"
 	"github.com/immut/immut/internal/node"
 	"github.com/immut/immut/internal/supervisor"
 	"github.com/immut/immut/replication"

@@ -7,9 +7,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/immut/immut/cachefront"
+	"github.com/immut/immut/internal/cliflag"
 )
 
 func init() {

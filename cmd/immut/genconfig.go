@@ -7,7 +7,6 @@ import (
 	"io"
 
 	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/immut/immut/internal/genconfig"
 )
 

@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/immut/immut/loadtest"
 )
 
@@ -84,46 +82,14 @@ func reportLoadtest(rep *loadtest.Report, thresholds []loadtest.Threshold, jsonP
 	if err := loadtest.WriteText(stdout, rep); err != nil {
 		return err
 	}
-	files := []struct {
-		path  string
-		write func(io.Writer, *loadtest.Report) error
-	}{{jsonPath, loadtest.WriteJSON}, {htmlPath, loadtest.WriteHTML}}
-	for _, f := range files {
-		if f.path == "" {
-			continue
-		}
-		if err := writeFile(f.path, func(w io.Writer) error { return f.write(w, rep) }); err != nil {
-			return err
-		}
+	if err := loadtest.WriteFiles(rep, jsonPath, htmlPath); err != nil {
+		return err
 	}
 	if !passed {
-		var broken []string
-		for _, t := range rep.Thresholds {
-			if !t.OK {
-				broken = append(broken, fmt.Sprintf("%s (was %s)", t.Threshold, t.Actual))
-			}
-		}
-		return &exitError{code: exitThresholds, msg: "fail-if: " + strings.Join(broken, ", ")}
+		return &exitError{code: exitThresholds, msg: "fail-if: " + strings.Join(rep.Broken(), ", ")}
 	}
 	if rep.Interrupted {
 		return &exitError{code: exitInterrupted, msg: "interrupted: the report covers the part that ran"}
-	}
-	return nil
-}
-
-// writeFile writes a report to path, reporting a failed close (a full disk
-// shows up there).
-func writeFile(path string, write func(io.Writer) error) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("report: %w", err)
-	}
-	if err := write(f); err != nil {
-		f.Close()
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
 	}
 	return nil
 }

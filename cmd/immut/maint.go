@@ -6,11 +6,10 @@ import (
 	"io"
 	"time"
 
-	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/internal/cliflag"
 )
 
 func init() {

@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/immut/immut/internal/buildinfo"
+	"github.com/immut/immut/internal/cliflag"
 	"github.com/immut/immut/internal/preprod"
 )
 

@@ -7,15 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/immut/immut/internal/node"
-	"github.com/immut/immut/internal/pgcluster"
 	"github.com/immut/immut/replication"
 )
 
@@ -84,95 +80,46 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	exe, err := os.Executable()
+	setup := replication.Setup{
+		Standby: replication.StandbyConfig{
+			DataDir: *data, PrimaryDSN: *primary, ArchiveDir: *archive, RPO: *rpo,
+			PrivateArchive: *private, Streaming: *streaming, Rebuild: *rebuild, RunAs: *pgUser, Logger: log,
+		},
+		PrimaryBinary: *primaryBinary, PrimaryArchive: *primaryArchive, Configured: *configured,
+	}
+	if *restart {
+		setup.RestartDataDir = *primaryData
+	}
+	res, err := setup.Provision(ctx)
 	if err != nil {
 		return err
 	}
-	archiveDir, err := filepath.Abs(*archive)
-	if err != nil {
-		return err
+	writeSetup(stdout, setup, res)
+	if *noStart {
+		return nil
 	}
-	if err := replication.PrepareArchiveDir(archiveDir, *pgUser); err != nil {
-		return err
-	}
-	if err := pgcluster.CheckExecutable(pgcluster.Config{DataDir: *data, RunAs: *pgUser}, exe); err != nil {
-		return err
-	}
-	if *primary != "" {
-		parch := or(*primaryArchive, archiveDir)
-		pa := replication.PrimaryArchiving{
-			DSN: *primary, Configured: *configured, RunAs: *pgUser, Logger: log,
-			Settings: replication.PrimarySettings(parch, or(*primaryBinary, exe), *rpo),
-		}
-		if *restart {
-			pa.RestartDataDir = *primaryData
-		}
-		if err := enableArchiving(ctx, pa, parch, *rpo, stdout); err != nil {
-			return err
-		}
-	} else if !replication.IsStandby(*data) {
-		return errors.New("--primary is required to create a standby")
-	}
-	cfg := replication.StandbyConfig{
-		DataDir: *data, PrimaryDSN: *primary, ArchiveDir: archiveDir, ImmutBinary: exe, RPO: *rpo,
-		PrivateArchive: *private, Streaming: *streaming, Rebuild: *rebuild, RunAs: *pgUser, Logger: log,
-	}
-	return provisionStandby(ctx, cfg, *noStart, stdout)
+	return replication.Run(ctx, setup.Standby, func(dsn string) {
+		fmt.Fprintf(stdout, "standby running (Ctrl-C stops it): %s\n", dsn)
+	})
 }
 
-func or(s, otherwise string) string {
-	if s != "" {
-		return s
+// writeSetup says what setup did, and what the operator must do next.
+func writeSetup(w io.Writer, s replication.Setup, res replication.SetupResult) {
+	if res.Restarted {
+		fmt.Fprintf(w, "restarted the primary in %s\n", s.RestartDataDir)
 	}
-	return otherwise
-}
-
-// enableArchiving turns the primary's archiving on and says what happened.
-func enableArchiving(ctx context.Context, pa replication.PrimaryArchiving, archive string, rpo time.Duration, stdout io.Writer) error {
-	pending, restarted, err := replication.EnableArchiving(ctx, pa)
-	if err != nil {
-		return err
-	}
-	if restarted {
-		fmt.Fprintf(stdout, "restarted the primary in %s\n", pa.RestartDataDir)
-	}
-	if len(pending) > 0 {
-		fmt.Fprintf(stdout, "The primary needs a restart for %s to take effect; until then it archives nothing and the standby only has the base backup.\n"+
+	switch {
+	case len(res.Pending) > 0:
+		fmt.Fprintf(w, "The primary needs a restart for %s to take effect; until then it archives nothing and the standby only has the base backup.\n"+
 			"  restart it (for immut up: restart it with --standby; else --restart-primary --primary-data DIR, or your service manager), then check: immut standby status --primary '<DSN>' --standby '<DSN>'\n",
-			strings.Join(pending, ", "))
-		return nil
+			strings.Join(res.Pending, ", "))
+	case res.PrimaryArchive != "":
+		fmt.Fprintf(w, "archiving on the primary: into %s, archive_timeout %s\n", res.PrimaryArchive, s.Standby.RPO)
 	}
-	fmt.Fprintf(stdout, "archiving on the primary: into %s, archive_timeout %s\n", archive, rpo)
-	return nil
-}
-
-// provisionStandby takes the base backup (first run), configures the
-// standby, and runs it until ctx is done unless noStart.
-func provisionStandby(ctx context.Context, cfg replication.StandbyConfig, noStart bool, stdout io.Writer) error {
-	created, err := replication.Provision(ctx, cfg)
-	if err != nil {
-		return err
+	if res.Created {
+		fmt.Fprintf(w, "base backup taken into %s\n", s.Standby.DataDir)
 	}
-	if created {
-		fmt.Fprintf(stdout, "base backup taken into %s\n", cfg.DataDir)
-	}
-	fmt.Fprintf(stdout, "standby configured in %s (restore from %s)\n", cfg.DataDir, cfg.ArchiveDir)
-	if noStart {
-		return nil
-	}
-	sb, err := replication.Start(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "standby running (Ctrl-C stops it): %s\n", sb.DSN("postgres"))
-	select {
-	case <-ctx.Done():
-	case <-sb.Exited():
-		return fmt.Errorf("the standby exited; see %s", sb.LogPath())
-	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	return sb.Stop(stopCtx)
+	fmt.Fprintf(w, "standby configured in %s (restore from %s)\n", s.Standby.DataDir, s.Standby.ArchiveDir)
 }
 
 // sourceFlags find the two servers: --data (immut up layout) or DSNs.
@@ -187,24 +134,7 @@ func (s *sourceFlags) register(fs *flag.FlagSet) {
 }
 
 func (s *sourceFlags) resolve() (replication.Sources, *node.Layout, error) {
-	if s.data == "" {
-		if s.standby == "" {
-			return replication.Sources{}, nil, errors.New("give --data DIR, or --standby DSN (and --primary DSN)")
-		}
-		return s.sources(), nil, nil
-	}
-	l, err := node.NewLayout(s.data)
-	if err != nil {
-		return replication.Sources{}, nil, err
-	}
-	if err := l.Existing(); err != nil {
-		return replication.Sources{}, nil, err
-	}
-	src := node.LocalSources(l)
-	if s.archive != "" {
-		src.ArchiveDir = s.archive
-	}
-	return src, &l, nil
+	return node.FindSources(s.data, s.sources())
 }
 
 func runStandbyStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {

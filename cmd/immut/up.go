@@ -7,7 +7,6 @@ import (
 	"runtime"
 
 	"github.com/immut/immut/internal/cliflag"
-
 	"github.com/immut/immut/internal/node"
 )
 

@@ -2,34 +2,16 @@ package genconfig
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/immut/immut/internal/golden"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files")
-
 var twoHosts = Topology{Hosts: []Host{{Name: "web1", Workers: 2}, {Name: "web2.example.net", Workers: 4}}}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n%s", name, got)
-	}
-}
 
 func TestGoldenFiles(t *testing.T) {
 	tests := []struct {
@@ -47,7 +29,7 @@ func TestGoldenFiles(t *testing.T) {
 			if err := tc.gen(&b); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.name, b.Bytes())
+			golden.Check(t, tc.name, b.Bytes())
 		})
 	}
 }

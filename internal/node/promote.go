@@ -86,3 +86,28 @@ func Promote(ctx context.Context, p Promotion) (replication.PromoteResult, error
 	cfg.StopPrimary = func(ctx context.Context) error { return pgcluster.StopRunning(ctx, dir, 30*time.Second) }
 	return replication.Switchover(ctx, cfg)
 }
+
+// FindSources locates a primary and its standby: those of the `immut up
+// --standby` layout in data when data is set (explicit.ArchiveDir, if set,
+// overrides the layout's archive), else explicit, which must name the
+// standby.
+func FindSources(data string, explicit replication.Sources) (replication.Sources, *Layout, error) {
+	if data == "" {
+		if explicit.StandbyDSN == "" {
+			return explicit, nil, errors.New("give --data DIR, or --standby DSN (and --primary DSN)")
+		}
+		return explicit, nil, nil
+	}
+	l, err := NewLayout(data)
+	if err != nil {
+		return replication.Sources{}, nil, err
+	}
+	if err := l.Existing(); err != nil {
+		return replication.Sources{}, nil, err
+	}
+	src := LocalSources(l)
+	if explicit.ArchiveDir != "" {
+		src.ArchiveDir = explicit.ArchiveDir
+	}
+	return src, &l, nil
+}
