@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -175,8 +176,31 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if _, err := rd.Seek(start, io.SeekStart); err != nil {
 		return err
 	}
-	if n, err := rd.WriteTo(w); err != nil || n != length {
+	cw := &clientWriter{w: w}
+	if n, err := rd.WriteTo(cw); err != nil || n != length {
+		if cw.err != nil {
+			return fmt.Errorf("%w: streaming blob %s: %d of %d bytes: %v", errClientGone, h, n, length, cw.err)
+		}
 		return fmt.Errorf("streaming blob %s: %d of %d bytes: %w", h, n, length, err)
 	}
 	return nil
+}
+
+// errClientGone reports a response the client stopped reading: its
+// connection failed under a write. It is the client's doing, not a fault.
+var errClientGone = errors.New("client went away")
+
+// clientWriter remembers whether writing to the client failed, to tell a
+// client that went away from a fault on the database side.
+type clientWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (c *clientWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
 }

@@ -6,13 +6,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/cachefront"
+	"github.com/immut/immut/httpapi"
 	"github.com/immut/immut/httpapi/apitest"
 )
 
@@ -189,4 +193,84 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 			t.Fatalf("Authorization: %s: %d, want 401", bad, resp.StatusCode)
 		}
 	}
+}
+
+// logRecorder keeps the records of a slog handler.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.records = append(l.records, r)
+	l.mu.Unlock()
+	return nil
+}
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+func (l *logRecorder) find(level slog.Level, msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.records {
+		if r.Level == level && (msg == "" || r.Message == msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAbandonedDownloadIsNotAnError (item 12): a client that goes away in
+// the middle of a download is logged at info level and counted as such,
+// not as an ERROR with status 500.
+func TestAbandonedDownloadIsNotAnError(t *testing.T) {
+	logs := &logRecorder{}
+	s := apitest.Start(t, func(c *blobstore.Config) { c.ChunkSize = 64 << 10; c.MaxBlobSize = 32 << 20 }, func(c *httpapi.Config) {
+		c.Logger = slog.New(logs)
+	})
+	c := client{t, s.URL}
+	data := bytes.Repeat([]byte("abandon "), 3<<20) // 24 MiB, more than the sockets buffer
+	code, out := c.upload(data)
+	if code != 201 {
+		t.Fatalf("upload: %d %v", code, out)
+	}
+	h := out["hash"].(string)
+	for range 3 {
+		conn, err := net.Dial("tcp", s.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(conn, "GET /b/"+h+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		io.ReadFull(conn, make([]byte, 64<<10))
+		conn.(*net.TCPConn).SetLinger(0) // reset: the server's next write fails
+		conn.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.find(slog.LevelInfo, "client went away") < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := logs.find(slog.LevelInfo, "client went away"); n != 3 {
+		t.Fatalf("%d abandoned downloads logged at info, want 3", n)
+	}
+	if n := logs.find(slog.LevelError, ""); n != 0 {
+		t.Fatalf("%d ERROR records for abandoned downloads", n)
+	}
+	resp, body := c.do("GET", "/metrics", nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "immut_http_client_gone_total 3") || strings.Contains(string(body), `code="500"`) {
+		t.Fatalf("metrics after abandoned downloads:\n%s", grepLines(string(body), "immut_http_"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -250,6 +250,16 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 		if err == nil {
 			return
 		}
+		if errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) {
+			// An abandoned download or request: nobody to answer, and
+			// nothing wrong here.
+			s.metrics.clientGone.Inc()
+			s.log.Info("client went away", "method", r.Method, "path", r.URL.Path, "err", err)
+			if ww, ok := w.(*recorder); ok && ww.wroteHeader {
+				panic(http.ErrAbortHandler) // end the response as truncated
+			}
+			return
+		}
 		status, msg := statusOf(err)
 		if status >= 500 && status != http.StatusServiceUnavailable {
 			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
