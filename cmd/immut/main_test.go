@@ -158,6 +158,10 @@ func TestUpServesAndRestartKeepsBlobs(t *testing.T) {
 	if !strings.HasPrefix(url, up.url+"/b/") || len(hash) != 64 {
 		t.Fatalf("put printed %q", out)
 	}
+	// The maintenance commands find the private database from --data.
+	if code, out, errs := runCLI("verify", "--data", data); code != 0 || !strings.Contains(out, "checked 1 blobs") {
+		t.Fatalf("verify --data: %d %q %q", code, out, errs)
+	}
 	// Writes need the token.
 	if code, _, errs := runCLI("put", file, "--server", up.url, "--token", "wrong"); code == 0 || !strings.Contains(errs, "401") {
 		t.Fatalf("put with a wrong token: %d %s", code, errs)
