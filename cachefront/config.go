@@ -61,9 +61,20 @@ type Config struct {
 	// ReadTimeout bounds reading a request's header (and a small body) from
 	// a client, so a slow client cannot hold a connection forever. Default 30s.
 	ReadTimeout time.Duration
-	// UploadTimeout replaces ReadTimeout for requests that carry a body
-	// (uploads stream through to the origin). Default 10m.
+	// UploadTimeout bounds reading a whole request body (uploads stream
+	// through to the origin). Default 10m.
 	UploadTimeout time.Duration
+	// BodyTimeout is the longest a request body may send nothing, and the
+	// grace period before MinBodyRate applies (nginx's client_body_timeout,
+	// Apache mod_reqtimeout's body timeout). Default 30s.
+	BodyTimeout time.Duration
+	// MinBodyRate is the slowest average rate, in bytes per second, at
+	// which a request body may arrive once BodyTimeout has passed: a body
+	// of n bytes must be complete within BodyTimeout + n/MinBodyRate of its
+	// start, so that a client trickling a byte now and then cannot hold a
+	// connection, an origin connection and an upload slot (Apache's
+	// MinRate). Default 500.
+	MinBodyRate int64
 	// WriteTimeout bounds writing one response to a client. Default 5m.
 	WriteTimeout time.Duration
 	// IdleTimeout closes keep-alive connections idle this long. Default 90s.
@@ -100,6 +111,8 @@ const (
 	DefaultStaleIfError   = 24 * time.Hour
 	DefaultReadTimeout    = 30 * time.Second
 	DefaultUploadTimeout  = 10 * time.Minute
+	DefaultBodyTimeout    = 30 * time.Second
+	DefaultMinBodyRate    = 500
 	DefaultWriteTimeout   = 5 * time.Minute
 	DefaultIdleTimeout    = 90 * time.Second
 	DefaultMaxHeaderBytes = 16 << 10
@@ -128,6 +141,10 @@ func (cfg Config) withDefaults() Config {
 	def(&cfg.StaleIfError, DefaultStaleIfError)
 	def(&cfg.ReadTimeout, DefaultReadTimeout)
 	def(&cfg.UploadTimeout, DefaultUploadTimeout)
+	def(&cfg.BodyTimeout, DefaultBodyTimeout)
+	if cfg.MinBodyRate <= 0 {
+		cfg.MinBodyRate = DefaultMinBodyRate
+	}
 	def(&cfg.WriteTimeout, DefaultWriteTimeout)
 	def(&cfg.IdleTimeout, DefaultIdleTimeout)
 	if cfg.MaxHeaderBytes <= 0 {

@@ -323,9 +323,12 @@ func (f *Front) newServer(l *listener) *fasthttp.Server {
 		StreamRequestBody:            true,
 		MaxRequestBodySize:           64 << 10,
 		DisablePreParseMultipartForm: true,
+		// fasthttp reads up to 8 KiB of a body before the handler runs:
+		// that much must come within BodyTimeout. The rest is read as it
+		// streams to the origin, under the deadlines of guardedBody.
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 			if h.ContentLength() != 0 {
-				return fasthttp.RequestConfig{ReadTimeout: cfg.UploadTimeout}
+				return fasthttp.RequestConfig{ReadTimeout: cfg.BodyTimeout}
 			}
 			return fasthttp.RequestConfig{}
 		},

@@ -364,3 +364,123 @@ func TestMalformedBodyIsTheClientsFault(t *testing.T) {
 		t.Fatalf("client_errors_total = %v, want 3", n)
 	}
 }
+
+// TestEarlyAnswerRelayedAtOnce (item 5): when the origin answers before it
+// read the body (401 here), the front relays the answer at once, even
+// though the client has stopped sending its body. (fasthttp reads the first
+// 8 KiB of a body before the handler runs: a body that stalls within them
+// is answered when BodyTimeout ends, see TestBodiesThatNeverCome.)
+func TestEarlyAnswerRelayedAtOnce(t *testing.T) {
+	o := newOrigin(t, "A")
+	o.handle("early", func(w http.ResponseWriter, r *http.Request) {
+		// As the app does: an answer that leaves the body unread closes
+		// the connection (else net/http reads the body first).
+		w.Header().Set("Connection", "close")
+		jsonError(w, http.StatusUnauthorized, "token required")
+	})
+	f, _ := startFront(t, Config{}, o)
+	for _, tc := range []struct{ name, head, body string }{
+		{"stalled past the prefetch", "Content-Length: 1000000", strings.Repeat("x", 200<<10)},
+		{"stalled just past the prefetch", "Content-Length: 1000000", strings.Repeat("x", 9000)},
+		{"chunked, stalled", "Transfer-Encoding: chunked", "10\r\n0123456789abcdef\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", f.Addrs()[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			start := time.Now()
+			go io.WriteString(c, "POST /case/early HTTP/1.1\r\nHost: x\r\n"+tc.head+"\r\n\r\n"+tc.body)
+			r := readRaw(t, bufio.NewReader(c), "POST")
+			if took := time.Since(start); r.status != 401 || took > 2*time.Second {
+				t.Fatalf("%d after %v, want 401 at once", r.status, took)
+			}
+		})
+	}
+}
+
+// TestBodiesThatNeverCome (item 4): a request body must keep coming, at a
+// minimum rate, and only uploads may send more than a small one.
+func TestBodiesThatNeverCome(t *testing.T) {
+	o := newOrigin(t, "A")
+	f, _ := startFront(t, Config{BodyTimeout: 500 * time.Millisecond, MinBodyRate: 100 << 10}, o)
+	addr := f.Addrs()[0]
+	answered := func(t *testing.T, req string, within time.Duration, feed func(net.Conn)) (int, time.Duration) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(within + 3*time.Second))
+		start := time.Now()
+		io.WriteString(c, req)
+		if feed != nil {
+			go feed(c)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		took := time.Since(start)
+		if err != nil {
+			// Closed without an answer: acceptable only in time.
+			if took > within {
+				t.Fatalf("no answer, closed after %v (want within %v): %v", took, within, err)
+			}
+			return 0, took
+		}
+		resp.Body.Close()
+		if took > within {
+			t.Fatalf("answered %d after %v, want within %v", resp.StatusCode, took, within)
+		}
+		return resp.StatusCode, took
+	}
+	t.Run("small body that never comes", func(t *testing.T) {
+		answered(t, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", 2*time.Second, nil)
+	})
+	t.Run("upload that stalls in the first 8 KiB", func(t *testing.T) {
+		answered(t, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc", 2*time.Second, nil)
+	})
+	t.Run("large body on a GET", func(t *testing.T) {
+		// 413 once fasthttp read its first 8 KiB, 408 if they never come.
+		if st, _ := answered(t, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("a", 9000), time.Second, nil); st != 413 {
+			t.Fatalf("status %d, want 413", st)
+		}
+		if st, _ := answered(t, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", 2*time.Second, nil); st != 408 {
+			t.Fatalf("status %d, want 408", st)
+		}
+	})
+	t.Run("chunked body on a GET", func(t *testing.T) {
+		if st, _ := answered(t, "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", time.Second, nil); st != 413 {
+			t.Fatalf("status %d, want 413", st)
+		}
+	})
+	t.Run("trickled upload", func(t *testing.T) {
+		// Never a gap of BodyTimeout, but far below MinBodyRate.
+		req := "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("a", 9000)
+		st, took := answered(t, req, 3*time.Second, func(c net.Conn) {
+			for range 100 {
+				time.Sleep(200 * time.Millisecond)
+				if _, err := c.Write([]byte("a")); err != nil {
+					return
+				}
+			}
+		})
+		if st != 408 && st != 400 && st != 0 {
+			t.Fatalf("trickled upload: %d after %v, want 408", st, took)
+		}
+	})
+	t.Run("a normal upload still passes", func(t *testing.T) {
+		body := pattern(1<<20, 7)
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/blobs", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer secret")
+		resp, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			t.Fatalf("upload: %d", resp.StatusCode)
+		}
+	})
+}

@@ -68,6 +68,14 @@ func (l *listener) handle(ctx *fasthttp.RequestCtx) {
 
 func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 	h := &ctx.Request.Header
+	if cl := h.ContentLength(); (cl > maxSmallBody || cl == -1) && !isUpload(h) {
+		// Only uploads stream a body through; the others get what
+		// fasthttp read before the handler, and no more.
+		ctx.SetConnectionClose()
+		f.m.clientErrors.Inc()
+		f.writeError(ctx, http.StatusRequestEntityTooLarge, "only POST, PUT and PATCH requests may carry a body over 8 KiB")
+		return
+	}
 	if !h.IsGet() && !h.IsHead() {
 		f.pass(l, ctx)
 		return
@@ -118,6 +126,15 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		fetch = string(key)
 	}
 	f.miss(l, ctx, string(key), fetch, e, now)
+}
+
+// maxSmallBody is the body budget of a request that is not an upload: what
+// fasthttp reads before the handler runs.
+const maxSmallBody = 8 << 10
+
+// isUpload reports whether a request's method may stream a body through.
+func isUpload(h *fasthttp.RequestHeader) bool {
+	return h.IsPost() || h.IsPut() || h.IsPatch()
 }
 
 // writeEntry answers from a stored object: 304 for a matching
@@ -712,7 +729,10 @@ func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch boo
 	}
 	var body *guardedBody
 	if cl := ctx.Request.Header.ContentLength(); !fetch && (cl > 0 || cl == -1) {
-		body = &guardedBody{r: ctx.RequestBodyStream(), length: int64(cl), done: make(chan struct{})}
+		body = &guardedBody{
+			r: ctx.RequestBodyStream(), conn: ctx.Conn(), length: int64(cl), done: make(chan struct{}),
+			start: ctx.Time(), stall: f.cfg.BodyTimeout, minRate: f.cfg.MinBodyRate, limit: f.cfg.UploadTimeout,
+		}
 		req.Body = body
 		req.ContentLength = int64(cl)
 	}
@@ -721,11 +741,22 @@ func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch boo
 
 // guardedBody is a client's request body being streamed to the origin. The
 // transport may keep reading it after RoundTrip returns; stop cuts it off so
-// that nothing touches the client connection once the handler moves on.
+// that nothing touches the client connection once the handler moves on,
+// interrupting a read that waits for the client, so that an origin's early
+// answer (401, 413, 503 before the body was read) is relayed at once.
 type guardedBody struct {
-	mu      sync.Mutex
+	readMu sync.Mutex // held across a read of the client connection
+	conn   net.Conn   // the client connection, to interrupt a read
+
+	start   time.Time     // when the body started
+	stall   time.Duration // Config.BodyTimeout
+	minRate int64         // Config.MinBodyRate
+	limit   time.Duration // Config.UploadTimeout
+
+	mu      sync.Mutex // guards the fields below; never held across a read
 	r       io.Reader
 	read    bool
+	reading bool
 	length  int64 // declared by the client; -1 for chunked
 	n       int64 // read so far
 	eof     bool
@@ -738,15 +769,29 @@ type guardedBody struct {
 var errBodyStopped = errors.New("request body no longer available")
 
 func (g *guardedBody) Read(p []byte) (int, error) {
+	g.readMu.Lock()
+	defer g.readMu.Unlock()
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.stopped {
+		g.mu.Unlock()
 		return 0, errBodyStopped
 	}
-	g.read = true
+	g.read, g.reading = true, true
+	if g.conn != nil {
+		g.conn.SetReadDeadline(g.deadline(time.Now()))
+	}
+	g.mu.Unlock()
+
 	n, err := g.r.Read(p)
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reading = false
 	g.n += int64(n)
 	switch {
+	case g.stopped:
+		// Interrupted by stop: whatever the read says is not the client's.
+		return n, errBodyStopped
 	case err == io.EOF && g.length >= 0 && g.n < g.length:
 		// The client closed its side before sending what it declared.
 		err = io.ErrUnexpectedEOF
@@ -757,6 +802,21 @@ func (g *guardedBody) Read(p []byte) (int, error) {
 		g.err = err
 	}
 	return n, err
+}
+
+// deadline is when the next read of the body must have returned: within
+// stall of now (the body may not stop), and early enough that the body
+// keeps an average of minRate bytes a second after the first stall
+// (Apache's mod_reqtimeout), and within limit of its start.
+func (g *guardedBody) deadline(now time.Time) time.Time {
+	d := now.Add(g.stall)
+	if r := g.start.Add(g.stall + time.Duration(float64(g.n)/float64(g.minRate)*float64(time.Second))); r.Before(d) {
+		d = r
+	}
+	if l := g.start.Add(g.limit); l.Before(d) {
+		d = l
+	}
+	return d
 }
 
 // clientError is the error reading the client's body returned, if any; nil
@@ -790,11 +850,21 @@ func (g *guardedBody) started() bool {
 }
 
 // stop cuts the body off and reports whether it had been read to the end.
+// A read waiting for the client is interrupted (the connection then cannot
+// be reused, which the caller knows from the false result), and stop
+// returns once no read is in progress.
 func (g *guardedBody) stop() bool {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.stopped = true
-	return g.eof
+	reading, eof := g.reading, g.eof
+	g.mu.Unlock()
+	if reading && g.conn != nil {
+		g.conn.SetReadDeadline(time.Now())
+	}
+	// Taking the lock is waiting for the read in progress to return.
+	g.readMu.Lock()
+	g.readMu.Unlock() //lint:ignore SA2001 the critical section is the wait
+	return eof
 }
 
 // dropConnectionFields removes the fields an origin response names in its
