@@ -41,6 +41,9 @@ func (s *Server) monitorDB(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return writeLine(w, http.StatusServiceUnavailable, "ServiceKO : database unreachable: %v", err)
 	}
+	if full := s.diskFull(); full != "" {
+		return writeLine(w, http.StatusServiceUnavailable, "ServiceKO : %s (%d blobs in DB)", full, n)
+	}
 	return writeLine(w, http.StatusOK, "ServiceOK : %d blobs in DB", n)
 }
 
@@ -92,6 +95,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		return writeLine(w, http.StatusServiceUnavailable, "%v", err)
+	}
+	if full := s.diskFull(); full != "" {
+		return writeLine(w, http.StatusServiceUnavailable, "%s", full)
 	}
 	// A schema newer than the binary keeps a running process ready: during an
 	// upgrade the migration runs first and the old processes keep serving

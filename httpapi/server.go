@@ -43,6 +43,12 @@ type Config struct {
 	// so that a stalled client does not hold a database transaction (and a
 	// pooled connection) open. Zero: 30s.
 	UploadStall time.Duration
+	// UploadMinRate is the slowest average rate, in bytes per second, at
+	// which an upload body may arrive once UploadStall has passed: a body of
+	// n bytes must be complete within UploadStall + n/UploadMinRate of its
+	// start, so that a trickle cannot hold an upload slot. Zero: 500;
+	// negative: no minimum.
+	UploadMinRate int64
 	// MaxUploads is how many uploads may stream into the database at once;
 	// more wait up to UploadWait, then get 503. It keeps connections free
 	// for reads. Zero: half the pool's connections, at least 1.
@@ -68,6 +74,9 @@ type Server struct {
 	metrics  *metrics
 	draining atomic.Bool
 	uploads  chan struct{} // one token per upload in progress
+	// storageFull is when a write last failed for lack of disk space
+	// (unix nanoseconds), 0 once a write succeeded after it.
+	storageFull atomic.Int64
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -91,6 +100,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.UploadStall == 0 {
 		cfg.UploadStall = 30 * time.Second
+	}
+	if cfg.UploadMinRate == 0 {
+		cfg.UploadMinRate = 500
 	}
 	if cfg.MaxUploads == 0 {
 		cfg.MaxUploads = max(int(cfg.Store.PoolStats().MaxConns)/2, 1)
@@ -119,6 +131,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// client is about to send a request on.
 		w.Header().Set("Connection", "close")
 	}
+	w, r = guardBody(w, r)
 	s.router.ServeHTTP(w, r)
 }
 
@@ -126,6 +139,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // front tier or load balancer moves its traffic away before the process
 // shuts down.
 func (s *Server) Drain() { s.draining.Store(true) }
+
+func (s *Server) noteStorageFull() { s.storageFull.Store(time.Now().UnixNano()) }
+
+// diskFull describes the last write refused for lack of disk space, if no
+// write succeeded since: "" when there is none.
+func (s *Server) diskFull() string {
+	t := s.storageFull.Load()
+	if t == 0 {
+		return ""
+	}
+	return fmt.Sprintf("disk full: the database refused a write for lack of space %s ago", time.Since(time.Unix(0, t)).Round(time.Second))
+}
 
 // HTTPServer wraps the handler in an http.Server with the timeouts and limits
 // a public listener needs. Read and write deadlines are not set: uploads and
@@ -234,6 +259,10 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, "could not read the request body (client disconnected or body truncated)"
 	case errors.Is(err, blobstore.ErrSchemaTooNew), errors.Is(err, blobstore.ErrSchemaPending):
 		return http.StatusServiceUnavailable, err.Error()
+	case errors.Is(blobstore.Classify(err), blobstore.ErrStorageFull):
+		return http.StatusInsufficientStorage, "the database is out of disk space; nothing was stored"
+	case errors.Is(blobstore.Classify(err), blobstore.ErrUnavailable):
+		return http.StatusServiceUnavailable, "the database is unavailable; try again shortly"
 	case errors.Is(err, context.Canceled):
 		return 499, "client closed request"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -248,6 +277,9 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := h(w, r)
 		if err == nil {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				s.storageFull.Store(0) // a write went through: space again
+			}
 			return
 		}
 		if errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) {
@@ -261,6 +293,13 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 			return
 		}
 		status, msg := statusOf(err)
+		switch blobstore.Classify(err) {
+		case blobstore.ErrStorageFull:
+			s.metrics.dbFaults.WithLabelValues("disk_full").Inc()
+			s.noteStorageFull()
+		case blobstore.ErrUnavailable:
+			s.metrics.dbFaults.WithLabelValues("unavailable").Inc()
+		}
 		if status >= 500 && status != http.StatusServiceUnavailable {
 			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		} else {
@@ -287,6 +326,9 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if (status == http.StatusServiceUnavailable || status == http.StatusInsufficientStorage) && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", "2")
+	}
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="immut"`)
 	}

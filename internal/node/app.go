@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -53,7 +54,12 @@ type AppConfig struct {
 	// DrainGrace is how long the process answers with Connection: close
 	// before it shuts down (supervised workers: 1s).
 	DrainGrace time.Duration
-	Logger     *slog.Logger
+	// Orphaned, if set, is asked at shutdown whether the process lost its
+	// supervisor: then it closes its listener at once, without the grace,
+	// so that a new supervisor can bind the port, and finishes what is in
+	// flight.
+	Orphaned func() bool
+	Logger   *slog.Logger
 }
 
 // RunApp serves the API until ctx is cancelled, then drains: /readyz fails
@@ -65,9 +71,9 @@ func RunApp(ctx context.Context, cfg AppConfig) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	pool, err := pgxpool.New(ctx, cfg.DSN)
+	pool, err := openPool(ctx, cfg.DSN)
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return err
 	}
 	defer pool.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -108,7 +114,10 @@ func RunApp(ctx context.Context, cfg AppConfig) error {
 	// front stops reusing them as their requests finish), then shutdown
 	// closes what is left idle.
 	api.Drain()
-	if cfg.DrainGrace > 0 {
+	if cfg.Orphaned != nil && cfg.Orphaned() {
+		log.Warn("the supervisor is gone: closing the listener now", "worker", cfg.Worker)
+		ln.Close()
+	} else if cfg.DrainGrace > 0 {
 		time.Sleep(cfg.DrainGrace)
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -143,4 +152,30 @@ func newAPI(pool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*httpapi.Serve
 		acfg.Replication = mon.Check
 	}
 	return httpapi.New(acfg)
+}
+
+// openPool connects the app to its database with the settings a fault needs:
+// a few connections kept open (reads go on when no new one can be made, as
+// on a full disk), a bound on connecting and on waiting for locks, so that a
+// stalled or restarting server gives a prompt error instead of a hang.
+// Settings in the DSN win.
+func openPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_min_conns") {
+		pcfg.MinConns = min(2, pcfg.MaxConns)
+	}
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if _, ok := pcfg.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
+		pcfg.ConnConfig.RuntimeParams["lock_timeout"] = "10s"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	return pool, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -59,8 +60,9 @@ func StartTier(ctx context.Context, cfg TierConfig) (*supervisor.Supervisor, err
 			}
 			return cmd
 		},
-		Output: cfg.Output,
-		Logger: cfg.Logger,
+		HealthCheck: workerAnswers,
+		Output:      cfg.Output,
+		Logger:      cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -136,3 +138,26 @@ func RunTier(ctx context.Context, cfg TierConfig, controlPath string, ready func
 	}
 	return Supervise(ctx, sup, controlPath, cfg.Logger)
 }
+
+// workerAnswers is the supervisor's health check: the worker's liveness
+// view answers 200 in time.
+func workerAnswers(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := healthClient.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	return nil
+}
+
+// healthClient keeps no idle connections: each check is a new connection
+// through the socket's backlog, as a client's would be.
+var healthClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}

@@ -97,6 +97,11 @@ func Up(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.Layout.Dir, 0o711); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	unlock, err := cfg.Layout.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	tok, err := LoadOrCreateToken(cfg.Layout.Token(), cfg.Token)
 	if err != nil {
 		return err

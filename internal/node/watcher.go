@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -12,34 +11,76 @@ import (
 	"github.com/immut/immut/replication"
 )
 
-// watcher notices the private primary exiting under the app and says why the
-// deployment stops.
+// Restarts of a crashed private database: the delay doubles from
+// restartBackoff up to maxRestartBackoff, and more than maxRestartsPerMinute
+// attempts within a minute give up (something is wrong that a restart does
+// not cure: a full disk, a corrupt cluster).
+const (
+	restartBackoff       = 250 * time.Millisecond
+	maxRestartBackoff    = 8 * time.Second
+	maxRestartsPerMinute = 5
+)
+
+// watcher keeps the private primary running under the app and, when it
+// cannot, says why the deployment stops.
 type watcher struct {
 	why atomic.Pointer[error]
 }
 
-// watchDatabase cancels the app (stop) when the primary exits, after
-// recording why: a promotion of the standby (which fences the primary) or a
-// crash.
+// watchDatabase restarts the primary after a crash (PostgreSQL's crash
+// recovery runs at start) on the same port, so the app's DSN stays valid;
+// the front meanwhile serves what it holds and the app answers 503. When the
+// primary was fenced by a promotion, or restarts fail too often, it records
+// why and cancels the app (stop).
 func watchDatabase(ctx context.Context, stop context.CancelFunc, db *privateDB, log *slog.Logger) *watcher {
 	w := &watcher{}
 	go func() {
-		select {
-		case <-db.primary.Exited():
-		case <-ctx.Done():
-			return
+		var attempts []time.Time
+		for {
+			select {
+			case <-db.current().Exited():
+			case <-ctx.Done():
+				return
+			}
+			if db.standby != nil && replication.IsFenced(db.primaryDir) {
+				w.fail(waitPromotion(db, log), stop)
+				return
+			}
+			down := time.Now()
+			log.Error("PostgreSQL exited unexpectedly; restarting it", "dir", db.primaryDir, "log", filepath.Join(db.primaryDir, "server.log"))
+			for {
+				attempts = append(attempts, time.Now())
+				for len(attempts) > 0 && time.Since(attempts[0]) > time.Minute {
+					attempts = attempts[1:]
+				}
+				if len(attempts) > maxRestartsPerMinute {
+					w.fail(fmt.Errorf("PostgreSQL exited and %d restarts within a minute failed; see its log in %s", maxRestartsPerMinute, filepath.Join(db.primaryDir, "server.log")), stop)
+					return
+				}
+				delay := min(restartBackoff<<(len(attempts)-1), maxRestartBackoff)
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+					return
+				}
+				err := db.restartPrimary(ctx)
+				if err == nil {
+					log.Info("PostgreSQL restarted", "dir", db.primaryDir, "down", time.Since(down).Round(time.Millisecond))
+					break
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				log.Error("restarting PostgreSQL failed; will retry", "err", err)
+			}
 		}
-		var err error
-		if db.standby != nil && replication.IsFenced(db.primaryDir) {
-			err = waitPromotion(db, log)
-		} else {
-			err = errors.New("PostgreSQL exited unexpectedly; see its log in " + filepath.Join(db.primaryDir, "server.log"))
-			log.Error("database stopped under the app")
-		}
-		w.why.Store(&err)
-		stop()
 	}()
 	return w
+}
+
+func (w *watcher) fail(err error, stop context.CancelFunc) {
+	w.why.Store(&err)
+	stop()
 }
 
 // waitPromotion waits for the standby to finish a promotion that fenced and

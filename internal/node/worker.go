@@ -55,17 +55,25 @@ func WorkerFromEnv() (Worker, error) {
 // RunWorker serves as worker w on the listening socket its supervisor
 // passed, tells the supervisor once it is ready, and drains on ctx's end.
 func RunWorker(ctx context.Context, w Worker, log *slog.Logger) error {
-	ln, err := net.FileListener(os.NewFile(supervisor.ListenerFD, "listener"))
+	// FileListener dups the descriptor: close the original, or it would
+	// hold the port after the listener closes.
+	inherited := os.NewFile(supervisor.ListenerFD, "listener")
+	ln, err := net.FileListener(inherited)
+	inherited.Close()
 	if err != nil {
 		return fmt.Errorf("inherited listener: %w", err)
 	}
+	parent := os.Getppid()
 	ready := os.NewFile(supervisor.ReadyFD, "ready")
 	return RunApp(ctx, AppConfig{
 		AppSettings: w.App,
 		Worker:      w.Index,
 		Listener:    ln,
 		DrainGrace:  time.Second,
-		Logger:      log,
+		// The supervisor sends SIGTERM when it dies (Pdeathsig); the
+		// worker is then a child of another process.
+		Orphaned: func() bool { return os.Getppid() != parent },
+		Logger:   log,
 		Ready: func(string) {
 			fmt.Fprintln(ready, "ready")
 			ready.Close()

@@ -58,6 +58,17 @@ type Config struct {
 	// worker; it doubles on each crash and resets after a minute of
 	// uptime. Defaults 100ms and 10s.
 	MinBackoff, MaxBackoff time.Duration
+	// BindWait is how long New waits for a port that is still held (by the
+	// workers of a supervisor that was just killed, closing their
+	// listeners) before it fails. Default 15s.
+	BindWait time.Duration
+	// HealthCheck, if set, is asked every HealthInterval whether the worker
+	// on addr answers; after HealthFailures failures in a row (a stopped
+	// or wedged process) the worker is killed and restarted like a crashed
+	// one. Defaults 1s and 3.
+	HealthCheck    func(ctx context.Context, addr string) error
+	HealthInterval time.Duration
+	HealthFailures int
 	// Output receives the workers' standard output and error, each line
 	// prefixed with the worker's index. Default os.Stderr.
 	Output io.Writer
@@ -122,6 +133,15 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
+	if cfg.BindWait <= 0 {
+		cfg.BindWait = 15 * time.Second
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = time.Second
+	}
+	if cfg.HealthFailures <= 0 {
+		cfg.HealthFailures = 3
+	}
 	if cfg.Output == nil {
 		cfg.Output = os.Stderr
 	}
@@ -135,7 +155,7 @@ func New(cfg Config) (*Supervisor, error) {
 			port = cfg.BasePort + i
 		}
 		addr := net.JoinHostPort(cfg.Host, strconv.Itoa(port))
-		f, bound, err := listenFile(addr)
+		f, bound, err := listenFile(addr, cfg.BindWait)
 		if err != nil {
 			s.closeSockets()
 			return nil, fmt.Errorf("worker %d: %w", i, err)
@@ -184,7 +204,71 @@ func (s *Supervisor) Start(ctx context.Context) error {
 		s.watch(sl, p)
 	}
 	s.log.Info("workers ready", "workers", len(s.slots), "addrs", s.Addrs())
+	if s.cfg.HealthCheck != nil {
+		for _, sl := range s.slots {
+			s.wg.Add(1)
+			go s.checkHealth(sl)
+		}
+	}
 	return nil
+}
+
+// checkHealth kills the slot's worker when it stops answering, so that the
+// crash watcher replaces it: a stopped (SIGSTOP) or wedged process keeps its
+// port's connections waiting in the backlog, where the new worker finds them.
+func (s *Supervisor) checkHealth(sl *slot) {
+	defer s.wg.Done()
+	tick := time.NewTicker(s.cfg.HealthInterval)
+	defer tick.Stop()
+	var failing *proc
+	failures := 0
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-tick.C:
+		}
+		sl.mu.Lock()
+		p := sl.cur
+		sl.mu.Unlock()
+		if p == nil || !p.isServing() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HealthInterval*2)
+		err := s.cfg.HealthCheck(ctx, sl.addr)
+		cancel()
+		if err == nil || p != failing {
+			failing, failures = p, 0
+		}
+		if err == nil {
+			continue
+		}
+		failures++
+		if failures < s.cfg.HealthFailures {
+			continue
+		}
+		s.log.Error("worker stopped answering; replacing it", "worker", sl.index, "pid", p.cmd.Process.Pid, "failures", failures, "err", err)
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		failing, failures = nil, 0
+	}
+}
+
+// isServing reports whether the worker is ready and neither exited nor
+// being stopped on purpose.
+func (p *proc) isServing() bool {
+	for _, c := range []chan struct{}{p.done, p.expect} {
+		select {
+		case <-c:
+			return false
+		default:
+		}
+	}
+	select {
+	case <-p.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 // spawn starts a worker process on the slot's socket.
@@ -426,8 +510,13 @@ func (s *Supervisor) closeSockets() {
 // blocking accept that its shutdown cannot interrupt. Wrapped while
 // blocking, Fd leaves the mode alone; each worker's net.FileListener makes
 // the socket non-blocking once, for good.
-func listenFile(addr string) (*os.File, string, error) {
+func listenFile(addr string, wait time.Duration) (*os.File, string, error) {
+	deadline := time.Now().Add(wait)
 	ln, err := net.Listen("tcp", addr)
+	for err != nil && errors.Is(err, syscall.EADDRINUSE) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		ln, err = net.Listen("tcp", addr)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("listen %s: %w", addr, err)
 	}
