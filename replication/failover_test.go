@@ -378,3 +378,36 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestSwitchoverIdle: a planned switchover with nothing written since the
+// standby's base backup succeeds at once (the last file archived is the
+// backup's history file, not a segment).
+func TestSwitchoverIdle(t *testing.T) {
+	ctx := context.Background()
+	p := newPair(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var last string
+		pgtest.QueryRow(t, p.primary.DSN("postgres"), "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", &last)
+		if strings.HasSuffix(last, ".backup") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the base backup's history file was not archived (last %q)", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	start := time.Now()
+	res, err := replication.Switchover(ctx, replication.PromoteConfig{
+		StandbyDSN: p.standby.DSN("postgres"), PrimaryDSN: p.primary.DSN("postgres"),
+		StopPrimary: p.primary.Stop, PrimaryDataDir: p.primaryCfg.DataDir, ArchiveDir: p.archive,
+		Timeout: 30 * time.Second, Logger: pgtestLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("Switchover of an idle pair: %v", err)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("Switchover of an idle pair took %v", took)
+	}
+	t.Logf("idle switchover in %v, timeline %d", time.Since(start).Round(time.Millisecond), res.Timeline)
+}

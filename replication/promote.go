@@ -150,7 +150,7 @@ func Switchover(ctx context.Context, cfg PromoteConfig) (res PromoteResult, err 
 		err := pr.QueryRow(ctx, `SELECT coalesce(last_archived_wal, ''),
 			(SELECT count(*)::int FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready' AND name <= $1 || '.ready')
 			FROM pg_stat_archiver`, segment).Scan(&last, &ready)
-		return err == nil && ready == 0 && isSegmentName(last) && last[8:] >= segment[8:], err
+		return err == nil && ready == 0 && archivedUpTo(last, segment), err
 	}); err != nil {
 		return res, fmt.Errorf("waiting for %s to be archived: %w", segment, err)
 	}
@@ -438,4 +438,15 @@ func WaitPromoted(ctx context.Context, dsn string) error {
 		err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
 		return err == nil && !rec, err
 	})
+}
+
+// archivedUpTo reports whether last, pg_stat_archiver's last archived file,
+// shows segment archived: a segment at or after it, or the backup history
+// file (SEGMENT.OFFSET.backup) of a base backup taken at or after it, which
+// is what an idle primary archived last after the standby's base backup.
+func archivedUpTo(last, segment string) bool {
+	if len(last) > 24 && strings.HasSuffix(last, ".backup") {
+		last = last[:24]
+	}
+	return isSegmentName(last) && last[8:] >= segment[8:]
 }
