@@ -51,21 +51,26 @@ func (s *Server) uploadBody(w http.ResponseWriter, r *http.Request) (io.Reader, 
 		return nil, nil, r.Context().Err()
 	}
 	release := func() { <-s.uploads }
-	body := &stallReader{r: http.MaxBytesReader(w, r.Body, max+1), rc: http.NewResponseController(w), stall: s.cfg.UploadStall}
+	body := &stallReader{r: http.MaxBytesReader(w, r.Body, max+1), rc: http.NewResponseController(w), stall: s.cfg.UploadStall, minRate: s.cfg.UploadMinRate, start: time.Now()}
 	return body, release, nil
 }
 
 // stallReader moves the connection's read deadline forward before each read:
-// a body may take as long as it needs, but may not stop.
+// a body may take as long as it needs at UploadMinRate, but may not stop.
 type stallReader struct {
-	r     io.Reader
-	rc    *http.ResponseController
-	stall time.Duration
+	r       io.Reader
+	rc      *http.ResponseController
+	stall   time.Duration
+	minRate int64
+	start   time.Time
+	n       int64
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
-	_ = s.rc.SetReadDeadline(time.Now().Add(s.stall))
-	return s.r.Read(p)
+	_ = s.rc.SetReadDeadline(uploadDeadline(s.start, time.Now(), s.n, s.stall, s.minRate))
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	return n, err
 }
 
 func (s *Server) postBlob(w http.ResponseWriter, r *http.Request) error {

@@ -274,3 +274,72 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestBodiesThatNeverComeToAWorker (item 4): a worker answers a request
+// whose body never comes (at once where it does not need the body), cuts
+// off an upload trickled below the minimum rate, and answers an upload it
+// refuses before reading its body at once.
+func TestBodiesThatNeverComeToAWorker(t *testing.T) {
+	s := apitest.Start(t, nil, func(c *httpapi.Config) {
+		c.UploadStall = 500 * time.Millisecond
+		c.UploadMinRate = 100 << 10
+	})
+	addr := s.Listener.Addr().String()
+	answer := func(t *testing.T, req string, within time.Duration, feed func(net.Conn)) int {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(within + 5*time.Second))
+		start := time.Now()
+		io.WriteString(c, req)
+		if feed != nil {
+			go feed(c)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no answer after %v: %v", time.Since(start), err)
+		}
+		resp.Body.Close()
+		if took := time.Since(start); took > within {
+			t.Fatalf("answered %d after %v, want within %v", resp.StatusCode, took, within)
+		}
+		return resp.StatusCode
+	}
+	t.Run("GET with a body that never comes", func(t *testing.T) {
+		if st := answer(t, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", 2*time.Second, nil); st != 200 {
+			t.Fatalf("status %d", st)
+		}
+	})
+	t.Run("GET with a chunked body that never ends", func(t *testing.T) {
+		if st := answer(t, "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 2*time.Second, nil); st != 200 {
+			t.Fatalf("status %d", st)
+		}
+	})
+	t.Run("unauthenticated upload that stalls", func(t *testing.T) {
+		if st := answer(t, "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc", 2*time.Second, nil); st != 401 {
+			t.Fatalf("status %d, want 401", st)
+		}
+	})
+	t.Run("trickled upload", func(t *testing.T) {
+		req := "POST /v1/blobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + apitest.Token + "\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("a", 9000)
+		st := answer(t, req, 3*time.Second, func(c net.Conn) {
+			for range 100 {
+				time.Sleep(200 * time.Millisecond) // never a gap of UploadStall
+				if _, err := c.Write([]byte("a")); err != nil {
+					return
+				}
+			}
+		})
+		if st != 408 {
+			t.Fatalf("trickled upload: %d, want 408", st)
+		}
+	})
+	t.Run("a normal upload still passes", func(t *testing.T) {
+		if code, out := (client{t, s.URL}).upload(bytes.Repeat([]byte("ok "), 1<<20)); code != 201 {
+			t.Fatalf("upload: %d %v", code, out)
+		}
+	})
+}
