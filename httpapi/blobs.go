@@ -73,6 +73,27 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// streamSlot takes one of the MaxStreams slots for streaming a blob body,
+// waiting up to StreamWait: release it when done.
+func (s *Server) streamSlot(w http.ResponseWriter, r *http.Request) (release func(), err error) {
+	select {
+	case s.streams <- struct{}{}:
+		return func() { <-s.streams }, nil
+	default:
+	}
+	t := time.NewTimer(s.cfg.StreamWait)
+	defer t.Stop()
+	select {
+	case s.streams <- struct{}{}:
+		return func() { <-s.streams }, nil
+	case <-t.C:
+		w.Header().Set("Retry-After", "2")
+		return nil, errorf(http.StatusServiceUnavailable, "too many downloads in progress; retry shortly")
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+}
+
 func (s *Server) postBlob(w http.ResponseWriter, r *http.Request) error {
 	return s.upload(w, r, blobstore.PutOptions{})
 }
@@ -172,6 +193,13 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 			hdr.Set("Content-Range", br.ContentRange(b.Size))
 		}
 	}
+	if r.Method != http.MethodHead && length > 0 {
+		release, err := s.streamSlot(w, r)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	hdr.Set("Content-Length", strconv.FormatInt(length, 10))
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead || length == 0 {
@@ -181,7 +209,7 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if _, err := rd.Seek(start, io.SeekStart); err != nil {
 		return err
 	}
-	cw := &clientWriter{w: w}
+	cw := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.SendTimeout}
 	if n, err := rd.WriteTo(cw); err != nil || n != length {
 		if cw.err != nil {
 			return fmt.Errorf("%w: streaming blob %s: %d of %d bytes: %v", errClientGone, h, n, length, cw.err)
@@ -195,14 +223,19 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 // connection failed under a write. It is the client's doing, not a fault.
 var errClientGone = errors.New("client went away")
 
-// clientWriter remembers whether writing to the client failed, to tell a
-// client that went away from a fault on the database side.
+// clientWriter gives each write to the client its own deadline (a client
+// that stops reading is dropped after SendTimeout, however long the whole
+// body may take), and remembers whether writing to the client failed, to
+// tell a client that went away from a fault on the database side.
 type clientWriter struct {
-	w   io.Writer
-	err error
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+	err     error
 }
 
 func (c *clientWriter) Write(p []byte) (int, error) {
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
 	n, err := c.w.Write(p)
 	if err != nil {
 		c.err = err

@@ -343,3 +343,65 @@ func TestBodiesThatNeverComeToAWorker(t *testing.T) {
 		}
 	})
 }
+
+// TestSlowReaders (item 6): a client that stops reading a download is
+// dropped after SendTimeout, and the streams one worker runs at once are
+// bounded: more wait, then get 503, and normal clients are served again as
+// soon as slow ones are dropped.
+func TestSlowReaders(t *testing.T) {
+	s := apitest.Start(t, func(c *blobstore.Config) { c.ChunkSize = 256 << 10; c.MaxBlobSize = 32 << 20 }, func(c *httpapi.Config) {
+		c.MaxStreams = 2
+		c.StreamWait = 200 * time.Millisecond
+		c.SendTimeout = 500 * time.Millisecond
+	})
+	c := client{t, s.URL}
+	data := bytes.Repeat([]byte("slow"), 6<<20) // 24 MiB: more than the sockets buffer
+	code, out := c.upload(data)
+	if code != 201 {
+		t.Fatalf("upload: %d %v", code, out)
+	}
+	h := out["hash"].(string)
+	small := []byte("a small blob")
+	c.upload(small)
+	var slow []net.Conn
+	for range 2 {
+		conn, err := net.Dial("tcp", s.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, "GET /b/"+h+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		slow = append(slow, conn) // and never read
+	}
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if resp, body := c.do("GET", "/b/"+hexHash(small), nil); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("download while both streams are taken: %d %q", resp.StatusCode, body)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("503 after %v", took)
+	}
+	// HEAD streams nothing and is not held up.
+	if resp, _ := c.do("HEAD", "/b/"+h, nil); resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %d", resp.StatusCode)
+	}
+	// The slow readers are dropped once a write has waited SendTimeout.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, body := c.do("GET", "/b/"+hexHash(small), nil)
+		if resp.StatusCode == 200 && bytes.Equal(body, small) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("streams never freed: %d", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, conn := range slow {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _ := io.Copy(io.Discard, conn)
+		if n >= int64(len(data)) {
+			t.Fatalf("slow reader got the whole blob (%d bytes) after being dropped", n)
+		}
+	}
+}

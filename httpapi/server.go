@@ -55,6 +55,18 @@ type Config struct {
 	MaxUploads int
 	// UploadWait is how long an upload waits for a free slot. Zero: 10s.
 	UploadWait time.Duration
+	// MaxStreams is how many blob bodies one process streams at once; more
+	// wait up to StreamWait, then get 503. Each stream holds up to three
+	// chunks (the store's chunk size, 1 MiB by default) and its
+	// connection's buffers, so this bounds the memory slow readers can pin.
+	// Zero: 64.
+	MaxStreams int
+	// StreamWait is how long a download waits for a free stream. Zero: 5s.
+	StreamWait time.Duration
+	// SendTimeout bounds each write of a response body to a client (nginx's
+	// send_timeout): a client that stops reading is dropped, and its
+	// stream freed, after this long. Zero: 60s.
+	SendTimeout time.Duration
 	// Replication, when set, answers /monitor/replication with a line that
 	// starts with ServiceOK or ServiceKO.
 	Replication func(ctx context.Context) (ok bool, line string)
@@ -74,6 +86,7 @@ type Server struct {
 	metrics  *metrics
 	draining atomic.Bool
 	uploads  chan struct{} // one token per upload in progress
+	streams  chan struct{} // one token per blob body being streamed
 	// storageFull is when a write last failed for lack of disk space
 	// (unix nanoseconds), 0 once a write succeeded after it.
 	storageFull atomic.Int64
@@ -110,10 +123,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.UploadWait == 0 {
 		cfg.UploadWait = 10 * time.Second
 	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = 64
+	}
+	if cfg.StreamWait == 0 {
+		cfg.StreamWait = 5 * time.Second
+	}
+	if cfg.SendTimeout == 0 {
+		cfg.SendTimeout = 60 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, uploads: make(chan struct{}, cfg.MaxUploads)}
+	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams)}
 	m, err := newMetrics(cfg.Registry, cfg.Store)
 	if err != nil {
 		return nil, err
