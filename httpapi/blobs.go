@@ -168,7 +168,7 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Accept-Ranges", "bytes")
 	hdr.Set("Last-Modified", b.CreatedAt.UTC().Format(http.TimeFormat))
-	if !b.IsImage() {
+	if !b.IsImage() || int64(b.Width)*int64(b.Height) > s.cfg.MaxInlinePixels {
 		hdr.Set("Content-Disposition", `attachment; filename="`+h.String()+`"`)
 		hdr.Set("Content-Security-Policy", sandboxCSP)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/immut/immut/cachefront"
 	"github.com/immut/immut/httpapi"
 	"github.com/immut/immut/httpapi/apitest"
+	"github.com/immut/immut/internal/testblob"
 )
 
 // The tests of this file reproduce the attacks of issue 12 ("Hostile
@@ -403,5 +404,35 @@ func TestSlowReaders(t *testing.T) {
 		if n >= int64(len(data)) {
 			t.Fatalf("slow reader got the whole blob (%d bytes) after being dropped", n)
 		}
+	}
+}
+
+// TestPixelBombServedAsAttachment (item 14): an image over the pixel limit
+// stored through /v1/blobs is not served inline, where a browser would
+// decode it.
+func TestPixelBombServedAsAttachment(t *testing.T) {
+	s := start(t)
+	c := client{t, s.URL}
+	for _, tc := range []struct {
+		name   string
+		w, h   uint32
+		inline bool
+	}{
+		{"bomb", 100000, 100000, false},
+		{"just over", 10001, 5000, false},
+		{"at the limit", 10000, 5000, true},
+		{"small", 10, 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := c.upload(testblob.PNGHeader(tc.w, tc.h))
+			if code != 201 {
+				t.Fatalf("upload: %d %v", code, out)
+			}
+			resp, _ := c.do("GET", "/b/"+out["hash"].(string), nil)
+			cd, csp := resp.Header.Get("Content-Disposition"), resp.Header.Get("Content-Security-Policy")
+			if inline := cd == "" && csp == ""; inline != tc.inline || resp.Header.Get("Content-Type") != "image/png" {
+				t.Fatalf("%dx%d: Content-Disposition %q, CSP %q, type %q; want inline %v", tc.w, tc.h, cd, csp, resp.Header.Get("Content-Type"), tc.inline)
+			}
+		})
 	}
 }

@@ -36,6 +36,12 @@ type Config struct {
 	// Worker is this app process's index behind the front tier, shown by
 	// /monitor/hostname. Negative: not a worker of a supervisor.
 	Worker int
+	// MaxInlinePixels is the largest width×height of an image served
+	// inline; a larger one (a decompression bomb stored through /v1/blobs,
+	// which does not refuse it as /v1/images does) is served as an
+	// attachment, like any non-image. Zero: blobstore.DefaultMaxImagePixels;
+	// give it the store's MaxImagePixels when that is set.
+	MaxInlinePixels int64
 	// RedirectMaxAge is the Cache-Control max-age of /i/{name} redirects.
 	// Zero: 60s.
 	RedirectMaxAge time.Duration
@@ -104,6 +110,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.MaxInlinePixels == 0 {
+		cfg.MaxInlinePixels = blobstore.DefaultMaxImagePixels
 	}
 	if cfg.RedirectMaxAge == 0 {
 		cfg.RedirectMaxAge = 60 * time.Second
