@@ -24,6 +24,8 @@ type metrics struct {
 	clientGone prometheus.Counter
 	// dbFaults counts requests refused because of the database, by kind.
 	dbFaults *prometheus.CounterVec
+	// readRetries counts reads run again because the database was unavailable.
+	readRetries prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, error) {
@@ -49,6 +51,10 @@ func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, err
 			Name: "immut_db_faults_total",
 			Help: "Requests refused because of the database: kind unavailable (503: down, restarting, stalled, read-only) or disk_full (507).",
 		}, []string{"kind"}),
+		readRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "immut_db_read_retries_total",
+			Help: "Reads run again because the database was unavailable (restarting, switching over).",
+		}),
 		clientGone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "immut_http_client_gone_total",
 			Help: "Requests whose client went away before the answer was complete (an abandoned download, a closed connection); counted under the status already sent, never as a 500.",
@@ -58,7 +64,7 @@ func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, err
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
-		m.requests, m.duration, m.bytesIn, m.bytesOut, m.clientGone, m.dbFaults,
+		m.requests, m.duration, m.bytesIn, m.bytesOut, m.clientGone, m.dbFaults, m.readRetries,
 		gauge("immut_db_pool_max_conns", "Largest number of database connections the pool opens.", func() float64 { return float64(store.PoolStats().MaxConns) }),
 		gauge("immut_db_pool_acquired_conns", "Database connections in use by requests now.", func() float64 { return float64(store.PoolStats().AcquiredConns) }),
 		gauge("immut_db_pool_idle_conns", "Open database connections waiting for work.", func() float64 { return float64(store.PoolStats().IdleConns) }),

@@ -61,6 +61,11 @@ type Config struct {
 	MaxUploads int
 	// UploadWait is how long an upload waits for a free slot. Zero: 10s.
 	UploadWait time.Duration
+	// ReadRetry is how long a read (GET, HEAD) that finds the database
+	// unavailable is retried before it is answered 503: long enough to
+	// ride through a restart of the database or a switchover to the
+	// standby. Zero: 5s; negative: no retry.
+	ReadRetry time.Duration
 	// MaxStreams is how many blob bodies one process streams at once; more
 	// wait up to StreamWait, then get 503. Each stream holds up to three
 	// chunks (the store's chunk size, 1 MiB by default) and its
@@ -128,6 +133,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxUploads == 0 {
 		cfg.MaxUploads = max(int(cfg.Store.PoolStats().MaxConns)/2, 1)
+	}
+	if cfg.ReadRetry == 0 {
+		cfg.ReadRetry = 5 * time.Second
 	}
 	if cfg.UploadWait == 0 {
 		cfg.UploadWait = 10 * time.Second
@@ -306,7 +314,7 @@ func statusOf(err error) (int, string) {
 // with Cache-Control: no-store, so no cache ever keeps an error.
 func (s *Server) adapt(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
+		err := s.retryReads(h, w, r)
 		if err == nil {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				s.storageFull.Store(0) // a write went through: space again
@@ -344,6 +352,29 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 		}
 		writeError(w, status, msg)
 	})
+}
+
+// retryReads runs h, and runs a read again while the database is
+// unavailable and nothing of the answer was sent, for up to ReadRetry.
+func (s *Server) retryReads(h handlerFunc, w http.ResponseWriter, r *http.Request) error {
+	err := h(w, r)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || s.cfg.ReadRetry < 0 {
+		return err
+	}
+	deadline := time.Now().Add(s.cfg.ReadRetry)
+	for delay := 50 * time.Millisecond; errors.Is(blobstore.Classify(err), blobstore.ErrUnavailable) && time.Now().Add(delay).Before(deadline); delay = min(2*delay, time.Second) {
+		if ww, ok := w.(*recorder); ok && ww.wroteHeader {
+			return err
+		}
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return err
+		}
+		s.metrics.readRetries.Inc()
+		err = h(w, r)
+	}
+	return err
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -296,6 +296,8 @@ type LocalConfig struct {
 	// Rebuild: as in StandbyConfig; set it so that a fenced former primary
 	// rejoins as the standby on the next start.
 	Rebuild bool
+	// Port is the standby's loopback port. 0: a free one.
+	Port int
 	// ImmutBinary, RunAs, Settings, Logger: as in StandbyConfig.
 	ImmutBinary string
 	RunAs       string
@@ -345,6 +347,7 @@ func RunLocal(ctx context.Context, primary *pgcluster.Cluster, cfg LocalConfig) 
 		Rebuild:        cfg.Rebuild,
 		BinDir:         primary.BinDir(),
 		RunAs:          cfg.RunAs,
+		Port:           cfg.Port,
 		Logger:         cfg.Logger,
 	}
 	created, err := Provision(ctx, scfg)

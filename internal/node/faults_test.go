@@ -30,17 +30,20 @@ type faultLoad struct {
 	fronts []string
 	token  string
 	cached string // /b/<hash> of a blob the front holds
+	// strictReads: every read must succeed (a switchover fails no read).
+	strictReads bool
 
 	mu     sync.Mutex
 	counts map[string]int // "<kind> <status>" -> requests
 	bad    []string       // answers a fault must never give
 	acked  map[string][]byte
+	lastOK time.Time // when an upload last succeeded
 	stop   chan struct{}
 	wg     sync.WaitGroup
 }
 
-func startFaultLoad(t *testing.T, fronts []string, token, cached string) *faultLoad {
-	l := &faultLoad{fronts: fronts, token: token, cached: cached, counts: map[string]int{}, acked: map[string][]byte{}, stop: make(chan struct{})}
+func startFaultLoad(t *testing.T, fronts []string, token, cached string, strictReads bool) *faultLoad {
+	l := &faultLoad{fronts: fronts, token: token, cached: cached, strictReads: strictReads, counts: map[string]int{}, acked: map[string][]byte{}, stop: make(chan struct{})}
 	client := &http.Client{Timeout: 20 * time.Second}
 	unknown := "/b/" + strings.Repeat("e", 64)
 	for i := range 4 {
@@ -89,8 +92,8 @@ func (l *faultLoad) do(client *http.Client, kind, front, method, path string, bo
 	switch {
 	case err != nil:
 		l.bad = append(l.bad, fmt.Sprintf("%s %s: %v", method, path, err))
-	case kind == "cached" && resp.StatusCode != 200:
-		l.bad = append(l.bad, fmt.Sprintf("cached read answered %d", resp.StatusCode))
+	case kind == "cached" && resp.StatusCode != 200, kind == "uncached" && l.strictReads && resp.StatusCode != 404:
+		l.bad = append(l.bad, fmt.Sprintf("%s read answered %d", kind, resp.StatusCode))
 	case resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "":
 		l.bad = append(l.bad, fmt.Sprintf("%s %s: 503 without Retry-After", method, path))
 	case resp.StatusCode >= 500 && resp.StatusCode != 503:
@@ -99,7 +102,15 @@ func (l *faultLoad) do(client *http.Client, kind, front, method, path string, bo
 		var out struct{ Hash string }
 		json.Unmarshal(b, &out)
 		l.acked[out.Hash] = body
+		l.lastOK = time.Now()
 	}
+}
+
+// uploadedSince reports whether an upload succeeded after t.
+func (l *faultLoad) uploadedSince(t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastOK.After(t)
 }
 
 // finish stops the load and returns the counts, sorted, for the log.
@@ -177,7 +188,7 @@ func TestFaultPostmasterKilled(t *testing.T) {
 	up := startNode(t, data, func(c *node.Config) { c.Workers = 2 })
 	defer up.shutdown(t)
 	cached := cacheBlob(t, up)
-	load := startFaultLoad(t, up.Fronts, up.Token, cached)
+	load := startFaultLoad(t, up.Fronts, up.Token, cached, false)
 	time.Sleep(time.Second)
 
 	primary, _ := up.Layout.Clusters()

@@ -57,35 +57,67 @@ func TestUpWithStandby(t *testing.T) {
 	}
 }
 
-// TestStandbyPromoteUnderUp: a blob, a planned promotion of the layout's
-// standby while up runs, then up again serves the blob from the promoted
-// standby.
+// TestStandbyPromoteUnderUp: a planned switchover (immut standby promote
+// --data) under load while up runs. Up follows it: no read fails, writes
+// get 503 at most, no acknowledged write is lost, the old primary becomes
+// the new standby, and a restart of up serves from the promoted server.
 func TestStandbyPromoteUnderUp(t *testing.T) {
 	data := filepath.Join(pgtest.TempDir(t), "data")
-	up := startNode(t, data, withStandby)
-	url := upload(t, up.Fronts[0], up.Token, []byte("survive the switchover"))
+	up := startNode(t, data, func(c *node.Config) { withStandby(c); c.Workers = 2 })
+	cached := cacheBlob(t, up)
+	load := startFaultLoad(t, up.Fronts, up.Token, cached, true)
+	time.Sleep(time.Second)
 	layout := up.Layout
+	start := time.Now()
 	res, err := node.Promote(context.Background(), node.Promotion{Layout: &layout, Sources: node.LocalSources(up.Layout), Timeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatalf("promote under up: %v", err)
 	}
-	t.Logf("promoted: timeline %d", res.Timeline)
+	promoted := time.Since(start)
+	// Writes work again through the promoted server.
+	deadline := time.Now().Add(30 * time.Second)
+	for !load.uploadedSince(start) {
+		if time.Now().After(deadline) {
+			t.Fatal("no upload succeeded within 30s of the switchover")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	writesBack := time.Since(start)
+	time.Sleep(time.Second)
+	counts := load.finish()
+	t.Logf("switchover (timeline %d) took %v; writes succeed again %v after it began; requests: %s", res.Timeline, promoted.Round(time.Millisecond), writesBack.Round(time.Millisecond), counts)
+	if len(load.bad) > 0 {
+		t.Errorf("%d answers a switchover must not give, first: %v", len(load.bad), load.bad[:min(5, len(load.bad))])
+	}
 	select {
 	case err := <-up.done:
-		if err == nil || !strings.Contains(err.Error(), "was promoted") {
-			t.Fatalf("immut up after the promotion: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("immut up kept running after its primary was promoted away")
+		t.Fatalf("immut up exited after the promotion: %v", err)
+	default:
 	}
-	up.stop()
+	load.verifyAcked(t, up.Fronts[1])
+	// The old primary is rebuilt as the standby, and every worker says so.
+	deadline = time.Now().Add(60 * time.Second)
+	for _, f := range up.Fronts {
+		for {
+			code, body := getStatus(t, f, "/monitor/replication")
+			if code == 200 && strings.HasPrefix(body, "ServiceOK : standby replaying") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/monitor/replication on %s after the switchover: %d %q", f, code, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	up.shutdown(t)
+
 	up2 := startNode(t, data, withStandby)
 	defer up2.shutdown(t)
-	if code, _ := getStatus(t, up2.Fronts[0], url); code != 200 {
-		t.Fatalf("GET %s after the switchover: %d", url, code)
+	if code, _ := getStatus(t, up2.Fronts[0], cached); code != 200 {
+		t.Fatalf("GET %s after the switchover and a restart: %d", cached, code)
 	}
-	primary, _ := up2.Layout.Clusters()
-	if primary != filepath.Join(up2.Layout.Dir, "standby") {
-		t.Errorf("the promoted standby is not the primary: %s", primary)
+	primary, standby := up2.Layout.Clusters()
+	if primary != filepath.Join(up2.Layout.Dir, "standby") || standby != filepath.Join(up2.Layout.Dir, "pg") {
+		t.Errorf("after the switchover the primary is %s, the standby %s", primary, standby)
 	}
 }

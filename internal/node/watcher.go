@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
-
-	"github.com/immut/immut/replication"
 )
 
 // Restarts of a crashed private database: the delay doubles from
@@ -27,11 +25,12 @@ type watcher struct {
 	why atomic.Pointer[error]
 }
 
-// watchDatabase restarts the primary after a crash (PostgreSQL's crash
-// recovery runs at start) on the same port, so the app's DSN stays valid;
-// the front meanwhile serves what it holds and the app answers 503. When the
-// primary was fenced by a promotion, or restarts fail too often, it records
-// why and cancels the app (stop).
+// watchDatabase keeps the private primary serving while the app runs: after
+// a crash it restarts it (PostgreSQL's crash recovery runs at start) on the
+// same port, so the app's DSN stays valid, while the front serves what it
+// holds and the app answers 503; after a promotion of the standby (which
+// fences the primary) it follows the promotion. When neither works it
+// records why and cancels the app (stop).
 func watchDatabase(ctx context.Context, stop context.CancelFunc, db *privateDB, log *slog.Logger) *watcher {
 	w := &watcher{}
 	go func() {
@@ -42,9 +41,12 @@ func watchDatabase(ctx context.Context, stop context.CancelFunc, db *privateDB, 
 			case <-ctx.Done():
 				return
 			}
-			if db.standby != nil && replication.IsFenced(db.primaryDir) {
-				w.fail(waitPromotion(db, log), stop)
-				return
+			if db.fenced() {
+				if err := db.followPromotion(ctx); err != nil {
+					w.fail(err, stop)
+					return
+				}
+				continue
 			}
 			down := time.Now()
 			log.Error("PostgreSQL exited unexpectedly; restarting it", "dir", db.primaryDir, "log", filepath.Join(db.primaryDir, "server.log"))
@@ -63,6 +65,9 @@ func watchDatabase(ctx context.Context, stop context.CancelFunc, db *privateDB, 
 				case <-ctx.Done():
 					return
 				}
+				if db.fenced() { // an emergency promotion of the standby, meanwhile
+					break
+				}
 				err := db.restartPrimary(ctx)
 				if err == nil {
 					log.Info("PostgreSQL restarted", "dir", db.primaryDir, "down", time.Since(down).Round(time.Millisecond))
@@ -73,6 +78,12 @@ func watchDatabase(ctx context.Context, stop context.CancelFunc, db *privateDB, 
 				}
 				log.Error("restarting PostgreSQL failed; will retry", "err", err)
 			}
+			if db.fenced() {
+				if err := db.followPromotion(ctx); err != nil {
+					w.fail(err, stop)
+					return
+				}
+			}
 		}
 	}()
 	return w
@@ -81,18 +92,6 @@ func watchDatabase(ctx context.Context, stop context.CancelFunc, db *privateDB, 
 func (w *watcher) fail(err error, stop context.CancelFunc) {
 	w.why.Store(&err)
 	stop()
-}
-
-// waitPromotion waits for the standby to finish a promotion that fenced and
-// stopped the primary: stopping the standby now would abort it.
-func waitPromotion(db *privateDB, log *slog.Logger) error {
-	log.Warn("the primary was fenced by a promotion; waiting for the standby to finish it")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := replication.WaitPromoted(ctx, db.standby.DSN("postgres")); err != nil {
-		return fmt.Errorf("the primary was fenced by a promotion, but the standby in %s did not finish it: %w", db.standbyDir, err)
-	}
-	return fmt.Errorf("the standby in %s was promoted and %s fenced; start immut up again to serve from the new primary", db.standbyDir, db.primaryDir)
 }
 
 // reason is why the database stopped the deployment, or nil (also for a nil
