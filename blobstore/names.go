@@ -10,36 +10,96 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/text/unicode/norm"
 )
 
 // MaxNameLen is the longest name in bytes.
 const MaxNameLen = 200
 
-// ValidateName checks a name: 1 to 200 bytes of UTF-8 with no control
-// characters or white space, no '/' or '\', no "..", not starting with '.'.
-// Names appear in URL paths (/i/{name}), so anything a path could
-// reinterpret is refused.
+// The name rules. A name is Unicode text in NFC (Normalization Form C):
+// every function here takes a name in any normalization form and uses its
+// NFC form, so that "café" typed as e + U+0301 (NFD) and as é (NFC) are one
+// name. In that form a name is 1 to 200 bytes of UTF-8 of printable
+// characters: no control characters, no white space, no '/' or '\', no
+// "..", not starting with '.', and none of the characters that look like or
+// normalize to a slash, a backslash or a full stop (FULLWIDTH SOLIDUS,
+// DIVISION SLASH, FRACTION SLASH, ONE DOT LEADER, IDEOGRAPHIC FULL STOP and
+// the like). Names appear in URL paths (/i/{name}) and file names, so
+// anything a path, a browser or a later normalization could reinterpret
+// as a separator is refused.
+
+// ValidateName checks a name against the name rules.
 func ValidateName(name string) error {
+	_, err := NormalizeName(name)
+	return err
+}
+
+// NormalizeName returns the NFC form of name, or ErrBadName when that form
+// breaks the name rules.
+func NormalizeName(name string) (string, error) {
+	if !utf8.ValidString(name) {
+		return "", fmt.Errorf("%w: not UTF-8", ErrBadName)
+	}
+	name = norm.NFC.String(name)
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: empty", ErrBadName)
+		return "", fmt.Errorf("%w: empty", ErrBadName)
 	case len(name) > MaxNameLen:
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrBadName, len(name), MaxNameLen)
-	case !utf8.ValidString(name):
-		return fmt.Errorf("%w: not UTF-8", ErrBadName)
+		return "", fmt.Errorf("%w: %d bytes, at most %d", ErrBadName, len(name), MaxNameLen)
 	case strings.ContainsAny(name, "/\\"):
-		return fmt.Errorf("%w: contains a slash", ErrBadName)
+		return "", fmt.Errorf("%w: contains a slash", ErrBadName)
 	case strings.Contains(name, ".."):
-		return fmt.Errorf("%w: contains \"..\"", ErrBadName)
+		return "", fmt.Errorf("%w: contains \"..\"", ErrBadName)
 	case name[0] == '.':
-		return fmt.Errorf("%w: starts with '.'", ErrBadName)
+		return "", fmt.Errorf("%w: starts with '.'", ErrBadName)
 	}
 	for _, r := range name {
 		if unicode.IsControl(r) || unicode.IsSpace(r) || r == utf8.RuneError || !unicode.IsPrint(r) {
-			return fmt.Errorf("%w: contains character %U", ErrBadName, r)
+			return "", fmt.Errorf("%w: contains character %U", ErrBadName, r)
+		}
+		if lookAlike(r) {
+			return "", fmt.Errorf("%w: contains %U, which looks like a slash or a dot", ErrBadName, r)
 		}
 	}
-	return nil
+	return name, nil
+}
+
+// lookAlikes are slashes, backslashes and dots that compatibility
+// normalization (NFKC) leaves alone.
+var lookAlikes = map[rune]bool{
+	'\u2044': true, // FRACTION SLASH
+	'\u2215': true, // DIVISION SLASH
+	'\u2216': true, // SET MINUS
+	'\u29F5': true, // REVERSE SOLIDUS OPERATOR
+	'\u29F6': true, // SOLIDUS WITH OVERBAR
+	'\u29F8': true, // BIG SOLIDUS
+	'\u29F9': true, // BIG REVERSE SOLIDUS
+	'\u2571': true, // BOX DRAWINGS LIGHT DIAGONAL UPPER RIGHT TO LOWER LEFT
+	'\u2572': true, // BOX DRAWINGS LIGHT DIAGONAL UPPER LEFT TO LOWER RIGHT
+	'\u0337': true, // COMBINING SHORT SOLIDUS OVERLAY
+	'\u0338': true, // COMBINING LONG SOLIDUS OVERLAY
+	'\u1735': true, // PHILIPPINE SINGLE PUNCTUATION
+	'\u3002': true, // IDEOGRAPHIC FULL STOP
+	'\uFF61': true, // HALFWIDTH IDEOGRAPHIC FULL STOP
+	'\uFE12': true, // PRESENTATION FORM FOR VERTICAL IDEOGRAPHIC FULL STOP
+	'\u2E31': true, // WORD SEPARATOR MIDDLE DOT
+	'\u0701': true, // SYRIAC SUPRALINEAR FULL STOP
+	'\u0702': true, // SYRIAC SUBLINEAR FULL STOP
+	'\uA4F8': true, // LISU LETTER TONE MYA TI
+	'\u06D4': true, // ARABIC FULL STOP
+}
+
+// lookAlike reports whether r, other than '.' itself, is or normalizes
+// (NFKC: FULLWIDTH SOLIDUS to '/', ONE DOT LEADER to '.') to a slash, a
+// backslash or a dot.
+func lookAlike(r rune) bool {
+	if r < utf8.RuneSelf {
+		return false
+	}
+	if lookAlikes[r] {
+		return true
+	}
+	return strings.ContainsAny(norm.NFKC.String(string(r)), "/\\.")
 }
 
 // Precondition makes a name change conditional on the name's current state.
@@ -77,7 +137,7 @@ const MaxHistory = 1000
 // (nil if it was new). Errors: ErrBadName, ErrNotFound (no such blob),
 // ErrConflict (the precondition failed).
 func (s *Store) SetName(ctx context.Context, name string, h Hash, pre Precondition) (previous *Hash, err error) {
-	if err := ValidateName(name); err != nil {
+	if name, err = NormalizeName(name); err != nil {
 		return nil, err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -111,7 +171,7 @@ func (s *Store) SetName(ctx context.Context, name string, h Hash, pre Preconditi
 // DeleteName removes a name (its blob stays until garbage collection) and
 // records the removal. Errors: ErrBadName, ErrNotFound, ErrConflict.
 func (s *Store) DeleteName(ctx context.Context, name string, pre Precondition) (previous Hash, err error) {
-	if err := ValidateName(name); err != nil {
+	if name, err = NormalizeName(name); err != nil {
 		return previous, err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -140,11 +200,13 @@ func (s *Store) DeleteName(ctx context.Context, name string, pre Precondition) (
 // GetName returns a name with its history, or ErrNotFound.
 func (s *Store) GetName(ctx context.Context, name string) (NameRecord, error) {
 	rec := NameRecord{Name: name}
-	if err := ValidateName(name); err != nil {
+	name, err := NormalizeName(name)
+	if err != nil {
 		return rec, err
 	}
+	rec.Name = name
 	var hash []byte
-	err := s.pool.QueryRow(ctx, "SELECT blob_hash, updated_at FROM names WHERE name = $1", name).Scan(&hash, &rec.UpdatedAt)
+	err = s.pool.QueryRow(ctx, "SELECT blob_hash, updated_at FROM names WHERE name = $1", name).Scan(&hash, &rec.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return rec, fmt.Errorf("name %q: %w", name, ErrNotFound)
 	}
@@ -171,11 +233,12 @@ func (s *Store) GetName(ctx context.Context, name string) (NameRecord, error) {
 // ResolveName returns the hash a name points at, or ErrNotFound.
 func (s *Store) ResolveName(ctx context.Context, name string) (Hash, error) {
 	var h Hash
-	if err := ValidateName(name); err != nil {
+	name, err := NormalizeName(name)
+	if err != nil {
 		return h, err
 	}
 	var b []byte
-	err := s.pool.QueryRow(ctx, "SELECT blob_hash FROM names WHERE name = $1", name).Scan(&b)
+	err = s.pool.QueryRow(ctx, "SELECT blob_hash FROM names WHERE name = $1", name).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return h, fmt.Errorf("name %q: %w", name, ErrNotFound)
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestValidateName(t *testing.T) {
@@ -32,6 +34,24 @@ func TestValidateName(t *testing.T) {
 		{"space name", false},
 		{"bad\xffutf8", false},
 		{"bidi\u202e", false},
+		{"cafe\u0301", true}, // NFD, stored as its NFC form
+		{"l\u00b7l", true},   // MIDDLE DOT is not a full stop
+		{"a\uff0fb", false},  // FULLWIDTH SOLIDUS
+		{"a\u2215b", false},  // DIVISION SLASH
+		{"a\u2044b", false},  // FRACTION SLASH
+		{"a\u29f8b", false},  // BIG SOLIDUS
+		{"a\uff3cb", false},  // FULLWIDTH REVERSE SOLIDUS
+		{"a\ufe68b", false},  // SMALL REVERSE SOLIDUS
+		{"a\u0338b", false},  // COMBINING LONG SOLIDUS OVERLAY
+		{"a\uff0eb", false},  // FULLWIDTH FULL STOP
+		{"a\u2024b", false},  // ONE DOT LEADER
+		{"a\u2025", false},   // TWO DOT LEADER
+		{"a\u2026", false},   // HORIZONTAL ELLIPSIS
+		{"a\ufe52b", false},  // SMALL FULL STOP
+		{"a\u3002b", false},  // IDEOGRAPHIC FULL STOP
+		{"\uff0ehidden", false},
+		{strings.Repeat("e\u0301", 66), true},  // 198 bytes as NFD, 132 as NFC
+		{strings.Repeat("\u00e9", 101), false}, // 202 bytes in NFC
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +63,59 @@ func TestValidateName(t *testing.T) {
 				t.Fatalf("error %v is not ErrBadName", err)
 			}
 		})
+	}
+}
+
+func TestNormalizeName(t *testing.T) {
+	nfd, nfc := "cafe\u0301", "caf\u00e9"
+	for _, in := range []string{nfd, nfc} {
+		if got, err := NormalizeName(in); err != nil || got != nfc {
+			t.Fatalf("NormalizeName(%q) = %q, %v; want %q", in, got, err, nfc)
+		}
+	}
+	// Hangul and other compositions: NFC, not NFKC (a ligature stays).
+	if got, _ := NormalizeName("\ufb01le"); got != "\ufb01le" {
+		t.Fatalf("NormalizeName changed a compatibility character: %q", got)
+	}
+}
+
+// TestNameSpellingsAreOneName: NFC and NFD spellings of a name reach the
+// same name, whichever was used to create it (issue 12, item 15).
+func TestNameSpellingsAreOneName(t *testing.T) {
+	s := newStore(t, Config{})
+	ctx := context.Background()
+	b1, _, err := s.Put(ctx, strings.NewReader("v1"), PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _, err := s.Put(ctx, strings.NewReader("v2"), PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfd, nfc := "cafe\u0301", "caf\u00e9"
+	if _, err := s.SetName(ctx, nfd, b1.Hash, Precondition{MustNotExist: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetName(ctx, nfc, b2.Hash, Precondition{MustNotExist: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("creating the NFC spelling of an existing NFD name: %v, want ErrConflict", err)
+	}
+	if prev, err := s.SetName(ctx, nfc, b2.Hash, Precondition{IfMatch: &b1.Hash}); err != nil || prev == nil || *prev != b1.Hash {
+		t.Fatalf("CAS through the other spelling: %v, %v", prev, err)
+	}
+	for _, spelling := range []string{nfd, nfc} {
+		rec, err := s.GetName(ctx, spelling)
+		if err != nil || rec.Name != nfc || rec.Hash != b2.Hash || len(rec.History) != 2 {
+			t.Fatalf("GetName(%q) = %+v, %v", spelling, rec, err)
+		}
+		if h, err := s.ResolveName(ctx, spelling); err != nil || h != b2.Hash {
+			t.Fatalf("ResolveName(%q) = %v, %v", spelling, h, err)
+		}
+	}
+	if _, err := s.DeleteName(ctx, nfd, Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResolveName(ctx, nfc); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after deleting the NFD spelling: %v", err)
 	}
 }
 
@@ -287,15 +360,24 @@ func FuzzParseHash(f *testing.F) {
 }
 
 func FuzzValidateName(f *testing.F) {
-	for _, s := range []string{"logo.png", "a/b", "..", "\x00", "é"} {
+	for _, s := range []string{"logo.png", "a/b", "..", "\x00", "é", "cafe\u0301", "a\uff0fb", "a\u2024b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		if ValidateName(s) != nil {
 			return
 		}
-		if s == "" || len(s) > MaxNameLen || strings.ContainsAny(s, "/\\\x00") || strings.Contains(s, "..") {
-			t.Fatalf("accepted %q", s)
+		n, err := NormalizeName(s)
+		if err != nil || n == "" || len(n) > MaxNameLen || strings.ContainsAny(n, "/\\\x00") || strings.Contains(n, "..") {
+			t.Fatalf("accepted %q as %q (%v)", s, n, err)
+		}
+		// The normal form is a fixed point, and no compatibility
+		// normalization of it brings a separator back.
+		if again, err := NormalizeName(n); err != nil || again != n {
+			t.Fatalf("NormalizeName(%q) = %q, %v; not a fixed point", n, again, err)
+		}
+		if k := norm.NFKC.String(n); strings.ContainsAny(k, "/\\") || strings.Count(k, ".") != strings.Count(n, ".") {
+			t.Fatalf("accepted %q, whose NFKC form %q has other separators", n, k)
 		}
 	})
 }

@@ -436,3 +436,27 @@ func TestPixelBombServedAsAttachment(t *testing.T) {
 		})
 	}
 }
+
+// TestNameSpellings (item 15): NFC and NFD spellings of a name are one
+// name over HTTP, and slash and dot look-alikes are refused.
+func TestNameSpellings(t *testing.T) {
+	s := start(t)
+	c := client{t, s.URL}
+	img := testblob.PNG(t, 4, 4)
+	nfd, nfc := "cafe%CC%81", "caf%C3%A9" // percent-encoded UTF-8
+	if resp, body := c.do("PUT", "/v1/images/"+nfd, bytes.NewReader(img), auth...); resp.StatusCode != 200 && resp.StatusCode != 201 {
+		t.Fatalf("PUT NFD: %d %s", resp.StatusCode, body)
+	}
+	resp, body := c.do("GET", "/v1/images/"+nfc, nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"café"`) {
+		t.Fatalf("GET NFC spelling of an NFD name: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := c.do("PUT", "/v1/images/"+nfc, bytes.NewReader(img), append([]string{"If-None-Match", "*"}, auth...)...); resp.StatusCode != 412 {
+		t.Fatalf("create the NFC spelling of an existing name: %d %s", resp.StatusCode, body)
+	}
+	for _, bad := range []string{"a%EF%BC%8Fb", "a%E2%88%95b", "a%E2%81%84b", "a%EF%BC%8Eb", "a%E2%80%A4b"} {
+		if resp, body := c.do("PUT", "/v1/images/"+bad, bytes.NewReader(img), auth...); resp.StatusCode != 400 {
+			t.Fatalf("PUT /v1/images/%s: %d %s, want 400", bad, resp.StatusCode, body)
+		}
+	}
+}

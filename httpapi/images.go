@@ -12,16 +12,14 @@ import (
 	"github.com/immut/immut/blobstore"
 )
 
-// nameVar reads and validates {name} (the router keeps it percent-encoded).
+// nameVar reads {name} (the router keeps it percent-encoded) and returns
+// its normal form (NFC; blobstore's name rules).
 func nameVar(r *http.Request) (string, error) {
 	name, err := url.PathUnescape(mux.Vars(r)["name"])
 	if err != nil {
 		return "", errors.Join(blobstore.ErrBadName, err)
 	}
-	if err := blobstore.ValidateName(name); err != nil {
-		return "", err
-	}
-	return name, nil
+	return blobstore.NormalizeName(name)
 }
 
 // precondition reads If-Match / If-None-Match for a name change.
