@@ -82,6 +82,15 @@ type Config struct {
 	// MaxHeaderBytes is the largest request header accepted; larger ones get
 	// 431. Default 16 KiB.
 	MaxHeaderBytes int
+	// MaxConns caps the client connections of each listener, so that idle
+	// or slow clients cannot exhaust the process's file descriptors. At the
+	// cap, a new connection closes the connections that have waited longest
+	// for a request; when none is idle, it is answered 503 and closed.
+	// Default: from RLIMIT_NOFILE, whose soft limit New raises to the hard
+	// limit: a quarter of it (at least 256) is kept for origin connections,
+	// health checks and the admin listener, the rest is shared by the
+	// listeners.
+	MaxConns int
 
 	// SkipVerify turns off checking, before a /b/<hash> response is stored,
 	// that its body's BLAKE3-256 is <hash>. The check keeps an origin fault

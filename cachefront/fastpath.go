@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/immut/immut/internal/httpsem"
@@ -97,16 +98,28 @@ func (l *listener) acceptLoop(f *Front) {
 			continue
 		}
 		backoff = 0
-		l.connMu.Lock()
-		if l.stopping.Load() {
-			l.connMu.Unlock()
+		if l.gauge.open.Load() >= int64(f.cfg.MaxConns) && !l.makeRoom(evictBatch(f.cfg.MaxConns)) {
+			// No idle connection to close: this one is refused.
+			f.m.connsRefused.Inc()
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write(busyAnswer)
 			c.Close()
 			continue
 		}
-		l.conns[c] = struct{}{}
+		l.gauge.open.Add(1)
+		cc := &countedConn{Conn: c, g: &l.gauge}
+		fc := &fastConn{conn: cc, dyn: make([]byte, 0, 128)}
+		fc.idleSince.Store(time.Now().UnixNano())
+		l.connMu.Lock()
+		if l.stopping.Load() {
+			l.connMu.Unlock()
+			cc.Close()
+			continue
+		}
+		l.conns[cc] = fc
 		l.connWG.Add(1)
 		l.connMu.Unlock()
-		go l.serveFast(f, c)
+		go l.serveFast(f, fc)
 	}
 }
 
@@ -123,13 +136,19 @@ func (l *listener) stopFast() {
 
 // fastConn is the per-connection state of the fast path.
 type fastConn struct {
+	conn net.Conn
 	dyn  []byte      // per-response fields
 	bufs net.Buffers // writev vector, consumed by each write
 	iov  [3][]byte
+	// idleSince is when the connection started waiting for a request
+	// (unix ns), 0 while it serves one; makeRoom closes the oldest.
+	idleSince atomic.Int64
+	evicted   atomic.Bool
 }
 
 // serveFast serves one connection until it closes or is handed off.
-func (l *listener) serveFast(f *Front, c net.Conn) {
+func (l *listener) serveFast(f *Front, fc *fastConn) {
+	c := fc.conn
 	br := fastReaders.Get().(*bufio.Reader)
 	br.Reset(c)
 	handedOff := false
@@ -144,7 +163,6 @@ func (l *listener) serveFast(f *Front, c net.Conn) {
 		}
 		l.connWG.Done()
 	}()
-	fc := &fastConn{dyn: make([]byte, 0, 128)}
 	cfg := &f.cfg
 	wait := cfg.ReadTimeout
 	for {
@@ -153,10 +171,22 @@ func (l *listener) serveFast(f *Front, c net.Conn) {
 		if l.stopped() {
 			return
 		}
+		since := fc.idleSince.Load()
+		if since == 0 {
+			since = time.Now().UnixNano()
+			fc.idleSince.Store(since)
+		}
 		c.SetReadDeadline(time.Now().Add(wait))
 		wait = cfg.IdleTimeout
 		if _, err := br.Peek(1); err != nil || l.stopped() {
+			if fc.evicted.Load() {
+				f.m.connsEvicted.Inc()
+			}
 			return
+		}
+		if !fc.idleSince.CompareAndSwap(since, 0) {
+			f.m.connsEvicted.Inc()
+			return // chosen by makeRoom as the request came
 		}
 		c.SetReadDeadline(time.Now().Add(cfg.ReadTimeout))
 		head, complete, err := peekHead(br)

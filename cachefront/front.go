@@ -79,7 +79,8 @@ type listener struct {
 
 	handoff  *chanListener // connections the fast path passes to srv
 	connMu   sync.Mutex
-	conns    map[net.Conn]struct{} // on the fast path
+	conns    map[net.Conn]*fastConn // on the fast path
+	gauge    connGauge              // open client connections
 	stopping atomic.Bool
 	connWG   sync.WaitGroup
 }
@@ -98,6 +99,9 @@ func New(cfg Config) (*Front, error) {
 	}
 	if cfg.MaxObject > cfg.CacheSize {
 		cfg.MaxObject = cfg.CacheSize
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = defaultMaxConns(fileLimit(), len(cfg.Routes))
 	}
 	// About ten counters per object the budget can hold, as ristretto
 	// advises, for objects of 8 KiB on average.
@@ -172,7 +176,7 @@ func (f *Front) Start() error {
 		l.ln = ln
 		l.srv = f.newServer(l)
 		l.handoff = newChanListener(ln.Addr())
-		l.conns = map[net.Conn]struct{}{}
+		l.conns = map[net.Conn]*fastConn{}
 	}
 	if f.cfg.Admin != "" {
 		ln, err := net.Listen("tcp", f.cfg.Admin)
@@ -311,8 +315,11 @@ func (f *Front) newServer(l *listener) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               l.handle,
 		NoDefaultServerHeader: true,
-		NoDefaultContentType:  true,
-		ReadBufferSize:        cfg.MaxHeaderBytes, // a larger header gets 431
+		// The connections fasthttp serves count against MaxConns too; past
+		// it, fasthttp answers 503 (without the fast path it is the cap).
+		Concurrency:          cfg.MaxConns,
+		NoDefaultContentType: true,
+		ReadBufferSize:       cfg.MaxHeaderBytes, // a larger header gets 431
 		// Big enough that header and a 16 KiB body leave in one write.
 		WriteBufferSize: 32 << 10,
 		ReadTimeout:     cfg.ReadTimeout,

@@ -484,3 +484,129 @@ func TestBodiesThatNeverCome(t *testing.T) {
 		}
 	})
 }
+
+// TestConnectionCap (item 3): a listener holds at most MaxConns client
+// connections; at the cap, new clients are served and the connections that
+// waited longest for a request are closed to make room.
+func TestConnectionCap(t *testing.T) {
+	o := newOrigin(t, "A")
+	hash := o.addBlob([]byte("capped"))
+	const max = 20
+	f, _ := startFront(t, Config{MaxConns: max}, o)
+	addr := f.Addrs()[0]
+	req := "GET /b/" + hash + " HTTP/1.1\r\nHost: x\r\n\r\n"
+	raw(t, addr, "GET", req)
+	settle(f)
+	eventually(t, 2*time.Second, "no connection open", func() bool { return f.lns[0].gauge.open.Load() == 0 })
+	// Fill the listener: half idle keep-alive connections after a request,
+	// half that never sent one.
+	var idle []net.Conn
+	for i := range max {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if i%2 == 0 {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, req)
+			if r := readRaw(t, bufio.NewReader(c), "GET"); r.status != 200 {
+				t.Fatalf("filling: %d", r.status)
+			}
+		}
+		idle = append(idle, c)
+		time.Sleep(2 * time.Millisecond) // an order of idleness
+	}
+	eventually(t, 2*time.Second, "20 connections open", func() bool { return f.lns[0].gauge.open.Load() == max })
+	// More clients: each is served at once.
+	for i := range 10 {
+		start := time.Now()
+		r := raw(t, addr, "GET", req)
+		if r.status != 200 || string(r.body) != "capped" || time.Since(start) > time.Second {
+			t.Fatalf("client %d at the cap: %d %q after %v", i, r.status, r.body, time.Since(start))
+		}
+	}
+	if n := f.lns[0].gauge.open.Load(); n > max {
+		t.Fatalf("%d connections open, cap %d", n, max)
+	}
+	// The oldest idle connections were the ones closed.
+	closed := 0
+	for i, c := range idle {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			continue // still open
+		}
+		closed++
+		if i >= 10*evictBatch(max) {
+			t.Errorf("connection %d of %d closed; the oldest should go first", i, max)
+		}
+	}
+	if closed == 0 || counterValue(f.m.connsEvicted) == 0 {
+		t.Fatalf("%d idle connections closed, %v evicted", closed, counterValue(f.m.connsEvicted))
+	}
+}
+
+// TestConnectionCapWithoutIdle: at the cap with every connection busy, a
+// new connection is answered 503 at once instead of hanging.
+func TestConnectionCapWithoutIdle(t *testing.T) {
+	o := newOrigin(t, "A")
+	release := make(chan struct{})
+	o.handle("hold", func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Write([]byte("done"))
+	})
+	defer close(release)
+	const max = 4
+	f, _ := startFront(t, Config{MaxConns: max}, o)
+	addr := f.Addrs()[0]
+	for range max {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /case/hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	eventually(t, 2*time.Second, "busy connections", func() bool {
+		f.lns[0].connMu.Lock()
+		defer f.lns[0].connMu.Unlock()
+		busy := 0
+		for _, fc := range f.lns[0].conns {
+			if fc.idleSince.Load() == 0 {
+				busy++
+			}
+		}
+		return busy+int(f.lns[0].gauge.open.Load())-len(f.lns[0].conns) >= max
+	})
+	start := time.Now()
+	r := raw(t, addr, "GET", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if r.status != 503 || time.Since(start) > time.Second {
+		t.Fatalf("at the cap, all busy: %d after %v, want 503 at once", r.status, time.Since(start))
+	}
+}
+
+func TestDefaultMaxConns(t *testing.T) {
+	tests := []struct {
+		name      string
+		limit     uint64
+		listeners int
+		want      int
+	}{
+		{"typical soft limit", 1024, 2, 384},
+		{"raised hard limit", 1 << 20, 2, 393216},
+		{"tiny", 100, 1, 16},
+		{"unknown", 0, 2, 1 << 20},
+		{"infinity", ^uint64(0), 2, 1 << 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := defaultMaxConns(tc.limit, tc.listeners); got != tc.want {
+				t.Fatalf("defaultMaxConns(%d, %d) = %d, want %d", tc.limit, tc.listeners, got, tc.want)
+			}
+		})
+	}
+	if l := fileLimit(); l == 0 {
+		t.Fatal("no RLIMIT_NOFILE")
+	}
+}

@@ -13,6 +13,7 @@ type metrics struct {
 	bytesFromCache, passes, failover prometheus.Counter
 	originErrors, waitTimeouts       prometheus.Counter
 	clientErrors                     prometheus.Counter
+	connsEvicted, connsRefused       prometheus.Counter
 	purges                           prometheus.Counter
 	requests                         *prometheus.CounterVec
 	latency                          *prometheus.HistogramVec
@@ -43,6 +44,8 @@ func newMetrics(f *Front) *metrics {
 	m.failover = c("failovers_total", "Origin requests sent to another backend because the listener's own backend refused the connection.")
 	m.originErrors = c("origin_errors_total", "Requests answered 502/504 by the front because no backend could answer.")
 	m.clientErrors = c("client_errors_total", "Requests the front refused as the client's fault (400: a blob URL not in its canonical form, a request body that could not be read).")
+	m.connsEvicted = c("connections_evicted_total", "Idle client connections closed to make room for new ones at the MaxConns cap.")
+	m.connsRefused = c("connections_refused_total", "Client connections answered 503 and closed at the MaxConns cap because no connection was idle.")
 	m.waitTimeouts = c("wait_timeouts_total", "Collapsed waiters that gave up waiting for the in-flight fetch.")
 	m.purges = c("purges_total", "Purge requests accepted on the admin listener.")
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "immut", Subsystem: "front", Name: "requests_total",
@@ -61,6 +64,13 @@ func newMetrics(f *Front) *metrics {
 	cf := func(name, help string, fn func() float64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "immut", Subsystem: "front", Name: name, Help: help}, fn))
 	}
+	gf("connections_open", "Client connections open on the front listeners.", func() float64 {
+		var n int64
+		for _, l := range f.lns {
+			n += l.gauge.open.Load()
+		}
+		return float64(n)
+	})
 	gf("cache_budget_bytes", "The cache's byte budget (ristretto MaxCost).", func() float64 { return float64(f.cfg.CacheSize) })
 	gf("cache_cost_bytes", "Cost currently held by the cache: body plus header bytes of stored objects.", func() float64 {
 		if !rm() {
