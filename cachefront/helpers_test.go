@@ -1,6 +1,7 @@
 package cachefront
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -137,7 +138,7 @@ func (o *testOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(body)))
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 	case strings.HasPrefix(r.URL.Path, "/i/"):
 		w.Header().Set("Cache-Control", "public, max-age=60")
 		http.Redirect(w, r, "/b/"+strings.Repeat("a", 64), http.StatusFound)
