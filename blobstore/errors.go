@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -63,11 +62,13 @@ func Classify(err error) error {
 		}
 		return nil
 	}
+	// Network failures reach here wrapped by the driver (a ConnectError, a
+	// *net.OpError); an *os.PathError or a bare errno is not the database's.
 	var ce *pgconn.ConnectError
-	var ne net.Error
+	var oe *net.OpError
 	switch {
-	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err), pgconn.SafeToRetry(err),
-		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+	case errors.As(err, &ce), errors.As(err, &oe), pgconn.Timeout(err), pgconn.SafeToRetry(err),
+		errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrUploadRead):
 		return ErrUnavailable
 	}
 	if strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "closed pool") {

@@ -6,49 +6,129 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // GCResult reports a garbage collection.
 type GCResult struct {
 	Blobs int64 // blobs removed
 	Bytes int64 // bytes removed
+	// Examined counts the candidates considered (last put before the
+	// cutoff), kept ones included: GC's work is proportional to it.
+	Examined int64
 }
 
 // GC removes blobs that no name points at, that were not uploaded (or
 // re-uploaded) within grace, and that no name left within grace: an old URL
-// keeps serving for at least grace after its name moved on. It works in
-// small batches so that it never holds long locks.
+// keeps serving for at least grace after its name moved on.
+//
+// It stays online on a large store: it walks the candidates (blobs last put
+// before the cutoff, fixed when it starts) once, in (last_put_at, id) order
+// on the last_put_at index, gcBatch at a time, each batch its own short
+// transaction that locks only the rows it deletes. Blobs it must keep
+// (named, recently left by a name, or locked by an upload or a SetName at
+// that moment) are stepped over, not scanned again by every batch, so the
+// cost is proportional to the candidates, not to candidates × batches.
+//
+// An upload of the same bytes racing the collection always wins or
+// re-creates the blob: Put touches last_put_at under a row lock (which SKIP
+// LOCKED steps over, and which the FOR UPDATE recheck of a committed touch
+// excludes), and when the row went first Put inserts its own.
 func (s *Store) GC(ctx context.Context, grace time.Duration) (GCResult, error) {
 	var res GCResult
 	if grace < 0 {
 		return res, errors.New("gc: negative grace period")
 	}
+	var cutoff time.Time
+	if err := s.pool.QueryRow(ctx, "SELECT now() - $1::interval", grace).Scan(&cutoff); err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
+	var afterAt time.Time // keyset cursor: the last candidate seen
+	afterID := int64(-1)
+	first := true
 	for {
+		ids, lastAt, lastID, err := s.gcCandidates(ctx, cutoff, first, afterAt, afterID)
+		if err != nil {
+			return res, err
+		}
+		if len(ids) == 0 {
+			return res, nil
+		}
+		first, afterAt, afterID = false, lastAt, lastID
+		res.Examined += int64(len(ids))
+		// The OFFSET 0 in each NOT EXISTS keeps it a probe of the index per
+		// candidate: without it the planner may hash-join against the whole
+		// names table, a scan per batch that grows with the store.
 		var n, bytes int64
-		err := s.pool.QueryRow(ctx, `WITH doomed AS (
+		err = s.pool.QueryRow(ctx, `WITH doomed AS (
 				SELECT b.id FROM blobs b
-				WHERE b.last_put_at < now() - $1::interval
-				  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash)
-				  AND NOT EXISTS (SELECT 1 FROM name_history h
-				                  WHERE (h.blob_hash = b.hash OR h.previous = b.hash) AND h.at >= now() - $1::interval)
-				LIMIT 100
+				WHERE b.id = ANY($1) AND b.last_put_at < $2
+				  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash OFFSET 0)
+				  AND NOT EXISTS (SELECT 1 FROM name_history h WHERE h.blob_hash = b.hash AND h.at >= $2 OFFSET 0)
+				  AND NOT EXISTS (SELECT 1 FROM name_history h WHERE h.previous = b.hash AND h.at >= $2 OFFSET 0)
 				FOR UPDATE SKIP LOCKED
 			), gone AS (
 				DELETE FROM blobs b USING doomed d WHERE b.id = d.id
 				  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash)
 				RETURNING b.size
 			)
-			SELECT count(*), coalesce(sum(size), 0) FROM gone`, grace).Scan(&n, &bytes)
+			SELECT count(*), coalesce(sum(size), 0) FROM gone`, ids, cutoff).Scan(&n, &bytes)
 		if err != nil {
 			return res, fmt.Errorf("gc: %w", err)
 		}
 		res.Blobs += n
 		res.Bytes += bytes
-		if n == 0 {
-			return res, nil
+		if n > 0 {
+			s.log.Info("gc batch", "blobs", n, "bytes", bytes)
 		}
-		s.log.Info("gc batch", "blobs", n, "bytes", bytes)
 	}
+}
+
+// gcBatch is how many candidates one GC transaction considers, and
+// gcBatchBytes caps the bytes it may delete (a batch of large blobs deletes
+// their chunks in the same transaction; keep that short).
+const (
+	gcBatch      = 200
+	gcBatchBytes = 256 << 20
+)
+
+// gcCandidates returns the next candidates after the cursor, without locking
+// anything: the delete rechecks every condition under its row locks.
+func (s *Store) gcCandidates(ctx context.Context, cutoff time.Time, first bool, afterAt time.Time, afterID int64) (ids []int64, lastAt time.Time, lastID int64, err error) {
+	// The cursor is spelt as a range on last_put_at (the index's column)
+	// with ties broken by id, so each batch starts where the last one ended
+	// in the index instead of rescanning from the oldest blob.
+	const list = "SELECT id, last_put_at, size FROM blobs WHERE last_put_at < $1 "
+	const order = " ORDER BY last_put_at, id LIMIT $2"
+	var rows pgx.Rows
+	if first {
+		rows, err = s.pool.Query(ctx, list+order, cutoff, gcBatch)
+	} else {
+		rows, err = s.pool.Query(ctx, list+"AND last_put_at >= $3 AND (last_put_at > $3 OR id > $4)"+order, cutoff, gcBatch, afterAt, afterID)
+	}
+	if err != nil {
+		return nil, lastAt, 0, fmt.Errorf("gc: listing candidates: %w", err)
+	}
+	defer rows.Close()
+	var total int64
+	for rows.Next() {
+		var id, size int64
+		var at time.Time
+		if err := rows.Scan(&id, &at, &size); err != nil {
+			return nil, lastAt, 0, fmt.Errorf("gc: listing candidates: %w", err)
+		}
+		if len(ids) > 0 && total+size > gcBatchBytes {
+			break // the rest comes in the next batch, from this cursor
+		}
+		total += size
+		ids, lastAt, lastID = append(ids, id), at, id
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, lastAt, 0, fmt.Errorf("gc: listing candidates: %w", err)
+	}
+	return ids, lastAt, lastID, nil
 }
 
 // VerifyResult reports a verification of every stored blob.

@@ -30,9 +30,15 @@ type PutOptions struct {
 func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (b Blob, created bool, err error) {
 	if opt.Expected != nil && !opt.ImageOnly {
 		// The client says which blob it sends. If it is stored already,
-		// check the bytes without writing them again.
-		if existing, err := s.Stat(ctx, *opt.Expected); err == nil {
+		// check the bytes without writing them again. Touching it first
+		// claims it: garbage collection spares a blob put within the grace
+		// period, so the blob cannot be collected while the bytes stream in.
+		existing, err := s.touch(ctx, *opt.Expected)
+		if err == nil {
 			return s.confirmExisting(ctx, r, existing)
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return Blob{}, false, fmt.Errorf("put: touching existing blob: %w", err)
 		}
 	}
 	tx, err := s.pool.Begin(ctx)
@@ -224,8 +230,10 @@ func (s *Store) confirmExisting(ctx context.Context, r io.Reader, existing Blob)
 	if got != existing.Hash {
 		return Blob{}, false, fmt.Errorf("put: %w: expected %s, got %s", ErrDigestMismatch, existing.Hash, got)
 	}
-	// Keep it from garbage collection, as a fresh upload would.
-	touched, err := scanBlob(s.pool.QueryRow(ctx, "UPDATE blobs SET last_put_at = now() WHERE hash = $1 RETURNING "+blobColumns, got[:]))
+	// Touch it again, as a fresh upload would: the answer then starts a
+	// full grace period. (It can only be gone if the upload outlasted the
+	// grace period; say so rather than hand out a URL without bytes.)
+	touched, err := s.touch(ctx, got)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Blob{}, false, fmt.Errorf("put: blob %s was collected during the upload; upload it again", got)
 	}
@@ -233,4 +241,10 @@ func (s *Store) confirmExisting(ctx context.Context, r io.Reader, existing Blob)
 		return Blob{}, false, fmt.Errorf("put: touching existing blob: %w", err)
 	}
 	return touched, false, nil
+}
+
+// touch moves a blob's last_put_at to now, keeping it from garbage
+// collection for the grace period, and returns it (pgx.ErrNoRows if absent).
+func (s *Store) touch(ctx context.Context, h Hash) (Blob, error) {
+	return scanBlob(s.pool.QueryRow(ctx, "UPDATE blobs SET last_put_at = now() WHERE hash = $1 RETURNING "+blobColumns, h[:]))
 }

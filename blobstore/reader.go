@@ -5,68 +5,134 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"sync"
 	"sync/atomic"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/zeebo/blake3"
 )
 
-// Reader reads one blob. It seeks freely and fetches only the chunks that the
-// bytes read need, one query per chunk, so a connection is held only while a
-// chunk is fetched (a slow client never pins one) and a Range read costs
-// O(range). While a sequential read consumes one chunk, the next is fetched
-// in the background: two chunks in memory at most.
+// Reader reads one blob. It seeks freely and fetches only the bytes that the
+// reads need.
 //
-// A read from offset 0 to the end is verified: the final chunk is released
+// Bytes travel in pieces of a third of a chunk, each the substring of one
+// chunk row. A piece, not a chunk, is the unit of buffering because pgx
+// receives every row into a buffer of the next power of two above the row:
+// a whole 1 MiB chunk row costs a 2 MiB driver buffer, a third of a chunk
+// costs half a chunk. A sequential read keeps a ring of readRing pieces (two
+// chunks): the caller consumes some while a background fetcher fills the
+// others, several pieces per round trip (one pgx batch). So a download holds
+// at most two chunks of its own plus half a chunk in the driver: under the
+// three chunks per stream of DESIGN §8.
+//
+// The fetcher sends a batch only once it holds a free buffer for every piece
+// in it, so the rows are read at network speed and the connection goes back
+// to the pool at once: a slow client stalls its own fetcher, never a
+// connection. A Range read (ReadAheadLimit) fetches exactly the pieces the
+// range covers.
+//
+// A read from offset 0 to the end is verified: the final piece is released
 // only after the hash of the whole blob matches its key, so a corrupted blob
 // yields an error, never other bytes.
 type Reader struct {
 	s    *Store
 	ctx  context.Context
 	blob Blob
+	geo  geometry
 
-	off    int64
-	buf    []byte
-	bufSeq int // seq held in buf, -1 for none
+	off     int64
+	horizon int64 // nothing at or past this is fetched ahead
 
-	horizon  int64 // no chunk starting at or after this is fetched ahead
-	spare    []byte
-	prefetch chan fetched // result of the background fetch of pendSeq
-	pendSeq  int
+	cur    []byte // the bytes of piece curIdx
+	curBuf []byte // the buffer holding cur, returned to the ring when done
+	curIdx int    // -1 for none
+
+	st *stream // the running sequential fetch, or nil
 
 	hasher   *blake3.Hasher
 	hashedTo int64 // bytes fed to hasher, contiguous from 0
 }
 
-type fetched struct {
-	data []byte
-	err  error
-}
-
 var _ io.ReadSeeker = (*Reader)(nil)
 
+// readRing is how many pieces a sequential read buffers: two chunks.
+const readRing = 2 * piecesPerChunk
+
+// piecesPerChunk is how many pieces a chunk is fetched in. Three keeps the
+// driver's buffer (the power of two above a piece) at half a chunk.
+const piecesPerChunk = 3
+
+// geometry maps blob offsets to pieces.
+type geometry struct {
+	size   int64
+	chunk  int64 // chunk size
+	piece  int64 // piece size: the first pieces of a chunk are this long
+	ppc    int   // pieces per full chunk
+	pieces int   // pieces in the blob
+}
+
+func newGeometry(size int64, chunkSize int) geometry {
+	g := geometry{size: size, chunk: int64(chunkSize)}
+	g.piece = (g.chunk + piecesPerChunk - 1) / piecesPerChunk
+	g.ppc = int((g.chunk + g.piece - 1) / g.piece)
+	if size > 0 {
+		last := (size - 1) / g.chunk // index of the last chunk
+		lastLen := size - last*g.chunk
+		g.pieces = int(last)*g.ppc + int((lastLen+g.piece-1)/g.piece)
+	}
+	return g
+}
+
+// pieceAt is the piece holding byte off.
+func (g geometry) pieceAt(off int64) int {
+	c := off / g.chunk
+	return int(c)*g.ppc + int((off-c*g.chunk)/g.piece)
+}
+
+// span is where piece i lives: its chunk, its offset within the chunk, its
+// offset within the blob and its length.
+func (g geometry) span(i int) (seq int, inChunk, off, n int64) {
+	seq = i / g.ppc
+	inChunk = int64(i%g.ppc) * g.piece
+	off = int64(seq)*g.chunk + inChunk
+	n = min(g.piece, g.chunk-inChunk, g.size-off)
+	return seq, inChunk, off, n
+}
+
+// piecesBefore is the number of pieces that start before end.
+func (g geometry) piecesBefore(end int64) int {
+	if end >= g.size {
+		return g.pieces
+	}
+	if end <= 0 {
+		return 0
+	}
+	return g.pieceAt(end-1) + 1
+}
+
 // Open returns a reader for the blob, or ErrNotFound. The context bounds
-// every chunk fetch.
+// every fetch.
 func (s *Store) Open(ctx context.Context, h Hash) (*Reader, error) {
 	b, err := s.Stat(ctx, h)
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{s: s, ctx: ctx, blob: b, bufSeq: -1, hasher: blake3.New(), horizon: b.Size}, nil
+	return &Reader{s: s, ctx: ctx, blob: b, geo: newGeometry(b.Size, b.chunkSize), curIdx: -1, hasher: blake3.New(), horizon: b.Size}, nil
 }
 
 // ReadAheadLimit tells the reader that nothing at or past end will be read,
-// so a range read fetches exactly the chunks the range covers.
+// so a range read fetches exactly the pieces the range covers.
 func (r *Reader) ReadAheadLimit(end int64) { r.horizon = end }
 
 // Blob is the metadata of the blob being read.
 func (r *Reader) Blob() Blob { return r.blob }
 
-// Close waits for a background fetch and releases the buffers.
+// Close stops the background fetch (waiting for a batch in flight, which
+// writes into the reader's buffers) and returns the buffers to the pool.
 func (r *Reader) Close() error {
-	r.settle()
-	r.buf, r.spare = nil, nil
+	r.stopStream()
+	r.dropCur()
 	return nil
 }
 
@@ -95,35 +161,30 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if r.off >= r.blob.Size {
 		return 0, io.EOF
 	}
-	cs := int64(r.blob.chunkSize)
-	seq := int(r.off / cs)
-	if seq != r.bufSeq {
-		if err := r.load(seq); err != nil {
-			return 0, err
-		}
+	i := r.geo.pieceAt(r.off)
+	if err := r.load(i); err != nil {
+		return 0, err
 	}
-	n := copy(p, r.buf[r.off-int64(seq)*cs:])
+	_, _, start, _ := r.geo.span(i)
+	n := copy(p, r.cur[r.off-start:])
 	r.off += int64(n)
 	return n, nil
 }
 
 // WriteTo writes the blob from the current offset up to the read-ahead
 // limit (the end of the blob unless ReadAheadLimit moved it) straight from
-// the chunk buffers, saving the copy through a caller's buffer.
+// the piece buffers, saving the copy through a caller's buffer.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	end := min(r.horizon, r.blob.Size)
-	cs := int64(r.blob.chunkSize)
 	var total int64
 	for r.off < end {
-		seq := int(r.off / cs)
-		if seq != r.bufSeq {
-			if err := r.load(seq); err != nil {
-				return total, err
-			}
+		i := r.geo.pieceAt(r.off)
+		if err := r.load(i); err != nil {
+			return total, err
 		}
-		lo := r.off - int64(seq)*cs
-		hi := min(int64(len(r.buf)), end-int64(seq)*cs)
-		n, err := w.Write(r.buf[lo:hi])
+		_, _, start, _ := r.geo.span(i)
+		hi := min(int64(len(r.cur)), end-start)
+		n, err := w.Write(r.cur[r.off-start : hi])
 		r.off += int64(n)
 		total += int64(n)
 		if err != nil {
@@ -133,69 +194,99 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	return total, nil
 }
 
-func (r *Reader) chunks() int {
-	cs := int64(r.blob.chunkSize)
-	return int((r.blob.Size + cs - 1) / cs)
-}
-
-// load makes chunk seq the current one, from the background fetch when it
-// was the one fetched ahead, and starts fetching the chunk after it.
-func (r *Reader) load(seq int) error {
-	var data []byte
-	var err error
-	if r.prefetch != nil && r.pendSeq == seq {
-		res := <-r.prefetch
-		r.prefetch = nil
-		data, err = res.data, res.err
-	} else {
-		r.settle()
-		data, err = r.s.fetchChunk(r.ctx, r.blob, seq, r.spare)
+// load makes piece i the current one: from the running stream when it is
+// ahead of the stream's position (close enough to skip to), otherwise from a
+// new stream starting at i.
+func (r *Reader) load(i int) error {
+	if i == r.curIdx {
+		return nil
 	}
-	if err != nil {
-		return err
+	r.releaseCur()
+	if st := r.st; st == nil || i < st.expect || i >= st.end || i > st.expect+readRing {
+		r.stopStream()
+		end := max(r.geo.piecesBefore(r.horizon), i+1)
+		r.st = r.s.startStream(r.ctx, r.blob, r.geo, i, end)
 	}
-	// The old current buffer becomes the spare for the next fetch, which
-	// starts before this chunk is hashed so the two overlap.
-	r.spare, r.buf, r.bufSeq = r.buf, data, seq
-	if next := seq + 1; next < r.chunks() && int64(next)*int64(r.blob.chunkSize) < r.horizon {
-		r.pendSeq = next
-		r.prefetch = make(chan fetched, 1)
-		spare := r.spare
-		r.spare = nil
-		go func(ch chan fetched) {
-			d, err := r.s.fetchChunk(r.ctx, r.blob, next, spare)
-			ch <- fetched{d, err}
-		}(r.prefetch)
+	st := r.st
+	for {
+		p, ok := <-st.out
+		if !ok {
+			// The fetcher ended without the piece: it reported an error first,
+			// so this is unreachable; fail safe all the same.
+			r.stopStream()
+			return fmt.Errorf("blob %s: piece %d: fetch ended early", r.blob.Hash, i)
+		}
+		st.expect = p.idx + 1
+		if p.err != nil {
+			r.stopStream()
+			return p.err
+		}
+		if p.idx < i {
+			st.free <- p.buf // skipped over by a short forward seek
+			continue
+		}
+		r.cur, r.curBuf, r.curIdx = p.data, p.buf, p.idx
+		break
 	}
-	if err := r.verify(seq); err != nil {
-		r.bufSeq = -1
+	if st.expect >= st.end {
+		// The stream has delivered all it was asked for; a read past it
+		// (horizon moved) starts a new one.
+		r.detachStream()
+	}
+	if err := r.verify(i); err != nil {
+		r.dropCur()
 		return err
 	}
 	return nil
 }
 
-// settle waits for and discards an outstanding background fetch, keeping
-// its buffer as the spare.
-func (r *Reader) settle() {
-	if r.prefetch == nil {
+// releaseCur hands the current piece's buffer back to the stream's ring (or
+// to the pool when no stream runs).
+func (r *Reader) releaseCur() {
+	if r.curBuf == nil {
+		r.curIdx = -1
 		return
 	}
-	res := <-r.prefetch
-	r.prefetch = nil
-	if res.data != nil {
-		r.spare = res.data
+	if r.st != nil {
+		r.st.free <- r.curBuf
+	} else {
+		putPieceBuf(r.curBuf)
 	}
+	r.cur, r.curBuf, r.curIdx = nil, nil, -1
 }
 
-// verify feeds chunk seq (now in buf) to the running hash when the read has
-// been contiguous from 0, and checks the hash at the last chunk.
-func (r *Reader) verify(seq int) error {
-	start := int64(seq) * int64(r.blob.chunkSize)
+func (r *Reader) dropCur() {
+	if r.curBuf != nil {
+		putPieceBuf(r.curBuf)
+	}
+	r.cur, r.curBuf, r.curIdx = nil, nil, -1
+}
+
+// stopStream ends the running stream, if any, and returns its buffers.
+func (r *Reader) stopStream() {
+	if r.st == nil {
+		return
+	}
+	// The current piece, if any, stays readable: it goes to the pool when
+	// the reader moves on (releaseCur without a stream) or closes.
+	r.st.stop()
+	r.st = nil
+}
+
+// detachStream forgets a stream that has delivered everything: its fetcher
+// has sent its last batch, so stopping it waits at most for that batch's
+// tail, then the remaining buffers go to the pool.
+func (r *Reader) detachStream() { r.stopStream() }
+
+// verify feeds piece i (now current) to the running hash when the read has
+// been contiguous from 0, and checks the hash at the last piece.
+func (r *Reader) verify(i int) error {
+	_, _, start, _ := r.geo.span(i)
 	if r.hashedTo != start {
 		return nil
 	}
-	r.hasher.Write(r.buf)
-	r.hashedTo += int64(len(r.buf))
+	r.hasher.Write(r.cur)
+	r.hashedTo += int64(len(r.cur))
 	if r.hashedTo != r.blob.Size {
 		return nil
 	}
@@ -207,28 +298,278 @@ func (r *Reader) verify(seq int) error {
 	return nil
 }
 
-// fetchChunk reads chunk seq of b into buf (reused when large enough).
-func (s *Store) fetchChunk(ctx context.Context, b Blob, seq int, buf []byte) ([]byte, error) {
-	cs := int64(b.chunkSize)
-	want := min(cs, b.Size-int64(seq)*cs)
-	if cap(buf) < int(cs) {
-		buf = make([]byte, 0, cs)
+// stream is a background fetch of pieces [start, end) of one blob. The
+// fetcher goroutine owns the sending side of out; the reader owns expect and
+// gives buffers back on free.
+type stream struct {
+	out  chan piece  // fetched pieces, in order; closed when the fetcher ends
+	free chan []byte // buffers the reader has finished with
+	quit chan struct{}
+	done chan struct{}
+	// allocated counts the ring's buffers wherever they are; the fetcher
+	// allocates while it is below readRing.
+	allocated atomic.Int32
+
+	expect int // next piece the reader will receive
+	end    int
+}
+
+type piece struct {
+	idx  int
+	data []byte // buf[:length]
+	buf  []byte
+	err  error
+}
+
+func (s *Store) startStream(ctx context.Context, b Blob, g geometry, start, end int) *stream {
+	st := &stream{
+		out:    make(chan piece, readRing),
+		free:   make(chan []byte, readRing),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+		expect: start,
+		end:    end,
 	}
-	dst := pgtype.PreallocBytes(buf[:0])
-	err := s.pool.QueryRow(ctx, "SELECT data FROM chunks WHERE blob_id = $1 AND seq = $2", b.id, seq).Scan(&dst)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("blob %s: chunk %d missing (collected while reading?): %w", b.Hash, seq, ErrNotFound)
+	go st.run(ctx, s, b, g, start, end)
+	return st
+}
+
+// stop tells the fetcher to end, waits for it (a batch in flight finishes:
+// its rows come at network speed) and returns every buffer to the pool.
+func (st *stream) stop() {
+	close(st.quit)
+	<-st.done
+	for p := range st.out {
+		if p.buf != nil {
+			putPieceBuf(p.buf)
+		}
 	}
+	for {
+		select {
+		case b := <-st.free:
+			putPieceBuf(b)
+		default:
+			return
+		}
+	}
+}
+
+// run fetches the pieces through one connection in pipeline mode: it sends
+// a query for a piece whenever it holds a free buffer for it and reads the
+// results in order, so the server always has the next pieces queued (no
+// round trip between them) while the reader keeps up. It sends a query only
+// for a buffer it holds, so the rows in flight are always readable at
+// network speed; when the reader falls a whole ring behind, the pipeline
+// runs dry, the connection goes back to the pool and the fetcher waits for
+// a buffer without one: a slow client never pins a connection.
+func (st *stream) run(ctx context.Context, s *Store, b Blob, g geometry, next, end int) {
+	defer close(st.done)
+	defer close(st.out)
+	lastSeq := -1
+	for next < end {
+		buf, ok := st.takeBuf(g, true)
+		if !ok {
+			return // quit
+		}
+		n, err := st.session(ctx, s, b, g, next, end, buf, &lastSeq)
+		next += n
+		if err != nil {
+			st.out <- piece{idx: next, err: err}
+			return
+		}
+		select {
+		case <-st.quit:
+			return
+		default:
+		}
+	}
+}
+
+// pending is a piece whose query has been sent.
+type pending struct {
+	idx int
+	buf []byte
+}
+
+// session holds one connection from the pool while the reader keeps up,
+// starting with piece first into buf. It returns how many pieces it sent on
+// out.
+func (st *stream) session(ctx context.Context, s *Store, b Blob, g geometry, first, end int, buf []byte, lastSeq *int) (sent int, err error) {
+	var inflight []pending
+	defer func() {
+		for _, p := range inflight {
+			putPieceBuf(p.buf)
+		}
+	}()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		putPieceBuf(buf)
+		return 0, fmt.Errorf("blob %s: reading: %w", b.Hash, err)
+	}
+	defer conn.Release()
+	sd, err := conn.Conn().Prepare(ctx, pieceStatement, pieceQuery)
+	if err != nil {
+		putPieceBuf(buf)
+		return 0, fmt.Errorf("blob %s: preparing the piece query: %w", b.Hash, err)
+	}
+	pl := conn.Conn().PgConn().StartPipeline(ctx)
+	defer func() {
+		// Close reads whatever is still in flight (at most a ring of
+		// pieces, already paid for with buffers) and frees the connection.
+		if cerr := pl.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("blob %s: reading: %w", b.Hash, cerr)
+		}
+	}()
+	next := first
+	send := func(buf []byte) {
+		seq, inChunk, _, n := g.span(next)
+		params := [][]byte{
+			strconv.AppendInt(nil, b.id, 10),
+			strconv.AppendInt(nil, int64(seq), 10),
+			strconv.AppendInt(nil, inChunk+1, 10),
+			strconv.AppendInt(nil, n, 10),
+		}
+		pl.SendQueryStatement(sd, params, nil, binaryResult)
+		// Each piece is its own implicit transaction: the server flushes
+		// its output at the Sync, and an error stays with its piece.
+		pl.SendPipelineSync()
+		inflight = append(inflight, pending{next, buf})
+		if seq != *lastSeq {
+			fetchCount.Add(1)
+			*lastSeq = seq
+		}
+		next++
+	}
+	send(buf)
+	quit := false
+	for {
+		// Queue a query for every buffer the reader has freed meanwhile.
+		for !quit && next < end {
+			select {
+			case <-st.quit:
+				quit = true
+				continue
+			default:
+			}
+			buf, ok := st.takeBuf(g, false)
+			if !ok {
+				break
+			}
+			send(buf)
+		}
+		if len(inflight) == 0 {
+			return sent, nil
+		}
+		if err := pl.Flush(); err != nil {
+			return sent, fmt.Errorf("blob %s: reading: %w", b.Hash, err)
+		}
+		p := inflight[0]
+		data, err := readPiece(pl, b, g, p.idx, p.buf)
+		if err != nil {
+			return sent, err
+		}
+		inflight = inflight[1:]
+		st.out <- piece{idx: p.idx, data: data, buf: p.buf}
+		sent++
+	}
+}
+
+// takeBuf returns a buffer for the next piece: a freed one, a new one while
+// the ring is not full, or (when wait) the next one the reader frees.
+func (st *stream) takeBuf(g geometry, wait bool) ([]byte, bool) {
+	select {
+	case buf := <-st.free:
+		return buf, true
+	default:
+	}
+	if st.allocated.Load() < readRing {
+		st.allocated.Add(1)
+		return getPieceBuf(int(g.piece)), true
+	}
+	if !wait {
+		return nil, false
+	}
+	select {
+	case buf := <-st.free:
+		return buf, true
+	case <-st.quit:
+		return nil, false
+	}
+}
+
+// pieceStatement names the prepared piece query on each connection.
+const pieceStatement = "immut_blob_piece"
+
+// binaryResult asks for the bytea in binary: the raw bytes, not hex text.
+var binaryResult = []int16{1}
+
+// pieceQuery reads one piece. substr of an uncompressed out-of-line value
+// (the chunks' STORAGE EXTERNAL) fetches only the TOAST rows of the slice.
+const pieceQuery = "SELECT substr(data, $3, $4) FROM chunks WHERE blob_id = $1 AND seq = $2"
+
+// readPiece reads the result of piece i's query, then its Sync, copying the
+// bytes into buf.
+func readPiece(pl *pgconn.Pipeline, b Blob, g geometry, i int, buf []byte) ([]byte, error) {
+	seq, _, _, want := g.span(i)
+	res, err := pl.GetResults()
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: reading chunk %d: %w", b.Hash, seq, err)
 	}
-	if int64(len(dst)) != want {
-		return nil, fmt.Errorf("blob %s: chunk %d has %d bytes, want %d: %w", b.Hash, seq, len(dst), want, ErrCorrupt)
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return nil, fmt.Errorf("blob %s: reading chunk %d: unexpected pipeline result %T", b.Hash, seq, res)
 	}
-	fetchCount.Add(1)
-	return dst, nil
+	var data []byte
+	found := false
+	for rr.NextRow() {
+		// Values point into the driver's buffer, valid until the next
+		// message: copy them out once, into the ring.
+		raw := rr.Values()[0]
+		if int64(len(raw)) != want {
+			rr.Close()
+			return nil, fmt.Errorf("blob %s: chunk %d piece has %d bytes, want %d: %w", b.Hash, seq, len(raw), want, ErrCorrupt)
+		}
+		data = buf[:copy(buf[:cap(buf)], raw)]
+		found = true
+	}
+	if _, err := rr.Close(); err != nil {
+		return nil, fmt.Errorf("blob %s: reading chunk %d: %w", b.Hash, seq, err)
+	}
+	if res, err := pl.GetResults(); err != nil {
+		return nil, fmt.Errorf("blob %s: reading chunk %d: %w", b.Hash, seq, err)
+	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+		return nil, fmt.Errorf("blob %s: reading chunk %d: unexpected pipeline result %T", b.Hash, seq, res)
+	}
+	if !found {
+		return nil, fmt.Errorf("blob %s: chunk %d missing (collected while reading?): %w", b.Hash, seq, ErrNotFound)
+	}
+	return data, nil
 }
 
-// fetchCount counts chunk fetches, for tests that prove a range read
-// fetches only what it needs.
+// fetchCount counts chunk reads (each chunk once per batch that reads any of
+// its pieces), for tests that prove a range read fetches only what it needs.
 var fetchCount atomic.Int64
+
+// piecePools keeps piece buffers per piece size across readers, so serving
+// many downloads does not churn the heap (garbage inflates the peak heap as
+// much as live buffers do).
+var piecePools sync.Map // int (capacity) -> *sync.Pool
+
+func getPieceBuf(size int) []byte {
+	if p, ok := piecePools.Load(size); ok {
+		if b, ok := p.(*sync.Pool).Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
+	}
+	return make([]byte, 0, size)
+}
+
+func putPieceBuf(b []byte) {
+	size := cap(b)
+	p, ok := piecePools.Load(size)
+	if !ok {
+		p, _ = piecePools.LoadOrStore(size, &sync.Pool{})
+	}
+	b = b[:0]
+	p.(*sync.Pool).Put(&b)
+}
