@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -62,7 +63,20 @@ type PutOptions struct {
 }
 
 // Put uploads body (size bytes, or -1 if unknown) and returns the stored blob.
+// A body that is an io.Seeker is sent again when the server could not be
+// reached; another one is sent once.
 func (c *Client) Put(ctx context.Context, body io.Reader, size int64, opts PutOptions) (Blob, error) {
+	var rewind func() (io.Reader, error)
+	if s, ok := body.(io.Seeker); ok {
+		start, err := s.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return Blob{}, err
+		}
+		rewind = func() (io.Reader, error) {
+			_, err := s.Seek(start, io.SeekStart)
+			return body, err
+		}
+	}
 	if c.token == "" {
 		return Blob{}, errors.New("a write token is required to upload")
 	}
@@ -83,7 +97,7 @@ func (c *Client) Put(ctx context.Context, body io.Reader, size int64, opts PutOp
 	if opts.IfMatch != "" {
 		req.Header.Set("If-Match", `"`+opts.IfMatch+`"`)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req, rewind)
 	if err != nil {
 		return Blob{}, err
 	}
@@ -128,7 +142,7 @@ func (c *Client) Get(ctx context.Context, h blobstore.Hash, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req, nil)
 	if err != nil {
 		return err
 	}
@@ -150,20 +164,26 @@ func (c *Client) Get(ctx context.Context, h blobstore.Hash, w io.Writer) error {
 
 // GetFile downloads the blob h to path: written beside it, verified, then
 // renamed into place, so path is either complete and correct or untouched.
-func (c *Client) GetFile(ctx context.Context, h blobstore.Hash, path string) error {
+// It returns the size written.
+func (c *Client) GetFile(ctx context.Context, h blobstore.Hash, path string) (int64, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".immut-get-*")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer os.Remove(tmp.Name())
 	if err := c.Get(ctx, h, tmp); err != nil {
 		tmp.Close()
-		return err
+		return 0, err
+	}
+	size, err := tmp.Seek(0, io.SeekCurrent)
+	if err != nil {
+		tmp.Close()
+		return 0, err
 	}
 	if err := tmp.Close(); err != nil {
-		return err
+		return 0, err
 	}
-	return os.Rename(tmp.Name(), path)
+	return size, os.Rename(tmp.Name(), path)
 }
 
 // Probe GETs target and succeeds on a 2xx answer within timeout: a health
@@ -187,12 +207,52 @@ func Probe(ctx context.Context, target string, timeout time.Duration) error {
 	return nil
 }
 
-// apiError turns an error answer into an error with the server's reason.
+// StatusError is an error answer of the server.
+type StatusError struct {
+	Code    int    // the HTTP status
+	Status  string // such as "404 Not Found"
+	Message string // the server's reason, from its JSON error
+}
+
+func (e *StatusError) Error() string {
+	if e.Message != "" {
+		return fmt.Sprintf("server answered %s: %s", e.Status, e.Message)
+	}
+	return "server answered " + e.Status
+}
+
+// apiError turns an error answer into a StatusError with the server's reason.
 func apiError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	var e struct{ Error string }
-	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		return fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
+	json.Unmarshal(b, &e)
+	return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: e.Error}
+}
+
+// do sends a request, again after a backoff (0.5s, 1s, 2s) when the server
+// could not be reached at all: a connection refused or a failed dial sent
+// nothing, so even an upload is safe to send again, if its body can be
+// rewound (body, when not nil, is called for each attempt).
+func (c *Client) do(req *http.Request, body func() (io.Reader, error)) (*http.Response, error) {
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		if body != nil {
+			r, err := body()
+			if err != nil {
+				return nil, err
+			}
+			req.Body = io.NopCloser(r)
+		}
+		resp, err := c.http.Do(req)
+		var op *net.OpError
+		if err == nil || attempt == 4 || !errors.As(err, &op) || op.Op != "dial" || (req.Body != nil && body == nil) {
+			return resp, err
+		}
+		select {
+		case <-req.Context().Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay *= 2
 	}
-	return fmt.Errorf("server answered %s", resp.Status)
 }

@@ -19,23 +19,24 @@ func init() {
 }
 
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("probe", stderr)
+	fs := cliflag.NewFlagSet("probe", stdout, stderr)
 	target := fs.String("url", "http://127.0.0.1:8080/healthz", "URL to check")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	return client.Probe(ctx, *target, *timeout)
 }
 
 func runPut(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("put", stderr)
+	fs := cliflag.NewFlagSet("put", stdout, stderr)
 	server := fs.String("server", "http://127.0.0.1:8080", "immut server URL")
 	token := fs.String("token", "", "write token")
 	var opts client.PutOptions
 	fs.StringVar(&opts.Name, "name", "", "also point this name at the image (PUT /v1/images/NAME)")
 	fs.StringVar(&opts.IfMatch, "if-match", "", "with --name: only if the name points at this hash now")
-	pos, err := cliflag.ParseInterspersed(fs, args)
+	asJSON := fs.Bool("json", false, "print the stored blob as JSON instead of its URL")
+	pos, err := fs.ParseInterspersed(args)
 	if err != nil {
 		return err
 	}
@@ -53,15 +54,20 @@ func runPut(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, c.URL(b.URL))
+	b.URL = c.URL(b.URL)
+	if *asJSON {
+		return writeJSON(stdout, b)
+	}
+	fmt.Fprintln(stdout, b.URL)
 	return nil
 }
 
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("get", stderr)
+	fs := cliflag.NewFlagSet("get", stdout, stderr)
 	server := fs.String("server", "http://127.0.0.1:8080", "immut server URL")
 	out := fs.String("o", "", "write to this file, only once verified (default: standard output, verified at the end)")
-	pos, err := cliflag.ParseInterspersed(fs, args)
+	asJSON := fs.Bool("json", false, "with -o: print what was written as JSON")
+	pos, err := fs.ParseInterspersed(args)
 	if err != nil {
 		return err
 	}
@@ -77,7 +83,18 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if *out == "" {
+		if *asJSON {
+			return errors.New("--json goes with -o FILE (the bytes are the output otherwise)")
+		}
 		return c.Get(ctx, h, stdout)
 	}
-	return c.GetFile(ctx, h, *out)
+	size, err := c.GetFile(ctx, h, *out)
+	if err != nil || !*asJSON {
+		return err
+	}
+	return writeJSON(stdout, struct {
+		Hash string `json:"hash"`
+		Size int64  `json:"size"`
+		Path string `json:"path"`
+	}{h.String(), size, *out})
 }

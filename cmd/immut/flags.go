@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,7 +25,7 @@ var errUsage = cliflag.ErrUsage
 // logFlags is --log-level.
 type logFlags struct{ level string }
 
-func (f *logFlags) register(fs *flag.FlagSet) {
+func (f *logFlags) register(fs *cliflag.FlagSet) {
 	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
 }
 
@@ -43,26 +42,25 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 
 // storeFlags are the blob store's limits.
 type storeFlags struct {
-	chunkSize, maxBlobSize cliflag.ByteSize
+	chunkSize, maxBlobSize int64
 	maxImagePixels         int64
 }
 
-func (f *storeFlags) register(fs *flag.FlagSet) {
-	f.chunkSize, f.maxBlobSize = blobstore.DefaultChunkSize, blobstore.DefaultMaxBlobSize
-	fs.Var(&f.chunkSize, "chunk-size", "size of the chunks new blobs are stored in")
-	fs.Var(&f.maxBlobSize, "max-blob-size", "largest upload accepted")
+func (f *storeFlags) register(fs *cliflag.FlagSet) {
+	fs.Size(&f.chunkSize, "chunk-size", blobstore.DefaultChunkSize, "size of the chunks new blobs are stored in")
+	fs.Size(&f.maxBlobSize, "max-blob-size", blobstore.DefaultMaxBlobSize, "largest upload accepted")
 	fs.Int64Var(&f.maxImagePixels, "max-image-pixels", blobstore.DefaultMaxImagePixels, "largest width×height accepted by /v1/images")
 }
 
 func (f *storeFlags) limits() node.StoreLimits {
-	return node.StoreLimits{ChunkSize: int(f.chunkSize), MaxBlobSize: int64(f.maxBlobSize), MaxImagePixels: f.maxImagePixels}
+	return node.StoreLimits{ChunkSize: int(f.chunkSize), MaxBlobSize: f.maxBlobSize, MaxImagePixels: f.maxImagePixels}
 }
 
 // dbFlags find the database: --dsn, or the private database of the immut up
 // running on --data.
 type dbFlags struct{ dsn, data string }
 
-func (f *dbFlags) register(fs *flag.FlagSet) {
+func (f *dbFlags) register(fs *cliflag.FlagSet) {
 	fs.StringVar(&f.dsn, "dsn", "", "PostgreSQL connection string")
 	fs.StringVar(&f.data, "data", "", "instead of --dsn: the `directory` of a running immut up (its private database)")
 }
@@ -92,28 +90,27 @@ func (f *dbFlags) resolve() (string, error) {
 // tierFlags place the workers of an app tier.
 type tierFlags struct{ basePort, procs int }
 
-func (f *tierFlags) register(fs *flag.FlagSet) {
+func (f *tierFlags) register(fs *cliflag.FlagSet) {
 	fs.IntVar(&f.basePort, "worker-base-port", supervisor.DefaultBasePort, "worker i listens on this port + i; 0 picks free ports")
 	fs.IntVar(&f.procs, "worker-procs", 1, "GOMAXPROCS of each worker")
 }
 
 // frontFlags size the caching front.
 type frontFlags struct {
-	cacheSize, maxObject cliflag.ByteSize
+	cacheSize, maxObject int64
 	admin                string
 }
 
-func (f *frontFlags) register(fs *flag.FlagSet) {
-	f.cacheSize, f.maxObject = cachefront.DefaultCacheSize, cachefront.DefaultMaxObject
-	fs.Var(&f.cacheSize, "cache-size", "front cache byte budget, with units (e.g. 512MiB, 1GiB)")
-	fs.Var(&f.maxObject, "max-object", "largest response the front caches; larger ones stream through")
+func (f *frontFlags) register(fs *cliflag.FlagSet) {
+	fs.Size(&f.cacheSize, "cache-size", cachefront.DefaultCacheSize, "front cache byte budget, with units (e.g. 512MiB, 1.5GiB)")
+	fs.Size(&f.maxObject, "max-object", cachefront.DefaultMaxObject, "largest response the front caches; larger ones stream through")
 	fs.StringVar(&f.admin, "admin", "", "front admin listener (/metrics, purge), e.g. 127.0.0.1:9090; empty for none")
 }
 
 // replicationFlags locate a primary and its standby for /monitor/replication.
 type replicationFlags struct{ primary, standby, archive string }
 
-func (f *replicationFlags) register(fs *flag.FlagSet, prefix string) {
+func (f *replicationFlags) register(fs *cliflag.FlagSet, prefix string) {
 	fs.StringVar(&f.primary, prefix+"primary", "", "`DSN` of the primary (superuser or pg_monitor)")
 	fs.StringVar(&f.standby, prefix+"standby", "", "`DSN` of the standby")
 	fs.StringVar(&f.archive, prefix+"archive", "", "WAL archive `directory`, if reachable from this host")
@@ -124,11 +121,11 @@ func (f *replicationFlags) sources() replication.Sources {
 }
 
 // pgUserFlag is the OS user PostgreSQL runs as when immut runs as root.
-func pgUserFlag(fs *flag.FlagSet) *string {
+func pgUserFlag(fs *cliflag.FlagSet) *string {
 	return fs.String("pg-user", "postgres", "OS user PostgreSQL runs as when immut runs as root")
 }
 
 // rpoFlag is the archive_timeout of a primary that archives for a standby.
-func rpoFlag(fs *flag.FlagSet) *time.Duration {
+func rpoFlag(fs *cliflag.FlagSet) *time.Duration {
 	return fs.Duration("rpo", replication.DefaultRPO, "archive_timeout: the most committed time a primary loss can take with it")
 }

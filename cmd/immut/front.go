@@ -18,7 +18,7 @@ func init() {
 // runFront fills a cachefront.Config from flags and runs the front until
 // ctx is cancelled (SIGINT/SIGTERM).
 func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("front", stderr)
+	fs := cliflag.NewFlagSet("front", stdout, stderr)
 	mapSpec := fs.String("map", "8080=127.0.0.1:18081", "listen=backend pairs, comma-separated; a bare port means 127.0.0.1 (e.g. 8080=127.0.0.1:18081,8081=127.0.0.1:18082)")
 	token := fs.String("token", "", "write token; protects purge on the admin listener (required with --admin)")
 	healthInterval := fs.Duration("health-interval", cachefront.DefaultHealthInterval, "period of the backends' /healthz check")
@@ -32,7 +32,7 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var lf logFlags
 	ff.register(fs)
 	lf.register(fs)
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -51,13 +51,13 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *memLimit {
-		if limit, ok := cachefront.ApplyMemoryLimit(int64(ff.cacheSize)); ok {
+		if limit, ok := cachefront.ApplyMemoryLimit(ff.cacheSize); ok {
 			log.Debug("memory limit", "bytes", limit)
 		}
 	}
 	f, err := cachefront.New(cachefront.Config{
 		Routes: routes, Admin: ff.admin, Token: *token,
-		CacheSize: int64(ff.cacheSize), MaxObject: int64(ff.maxObject),
+		CacheSize: ff.cacheSize, MaxObject: ff.maxObject,
 		HealthInterval: *healthInterval, WaitTimeout: *waitTimeout, OriginTimeout: *originTimeout,
 		StaleIfError: *staleIfError, SkipVerify: *skipVerify, NoFastPath: *noFastPath, Logger: log,
 	})

@@ -15,13 +15,13 @@ func init() {
 }
 
 func runGenConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("gen-config", stderr)
+	fs := cliflag.NewFlagSet("gen-config", stdout, stderr)
 	hosts := fs.String("hosts", "", "web servers and their CPU counts: web1=4,web2=8 (required)")
 	frontBase := fs.Int("front-base-port", 8080, "front port 0 on every host")
 	workerBase := fs.Int("worker-base-port", 18081, "worker 0's loopback port on every host")
 	lbListen := fs.String("lb-listen", ":80", "the load balancer's bind address")
 	only := fs.String("only", "all", "what to print: all, ports, haproxy, or squid (for every host)")
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *hosts == "" {

@@ -17,14 +17,8 @@ func init() {
 	commands["loadtest"] = command{summary: "open-loop load test of a running deployment, with text, JSON and HTML reports", run: runLoadtest}
 }
 
-// Exit statuses of immut loadtest besides 0, 1 (error) and 2 (usage).
-const (
-	exitThresholds  = 3   // a --fail-if condition did not hold
-	exitInterrupted = 130 // stopped by SIGINT/SIGTERM; the partial report was printed
-)
-
 func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("loadtest", stderr)
+	fs := cliflag.NewFlagSet("loadtest", stdout, stderr)
 	s := loadtest.DefaultSpec()
 	fs.StringVar(&s.Targets, "target", s.Targets, "base `URL`s to load, comma-separated; each virtual client sticks to one")
 	fs.StringVar(&s.Rate, "rate", s.Rate, "request starts per second (open loop), such as 2000/s")
@@ -44,7 +38,7 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&s.FailIf, "fail-if", "", "exit 3 unless every condition holds, such as 'p99<50ms,errors<0.1%,hit>=80%'")
 	jsonPath := fs.String("json", "", "also write the report as JSON to `FILE`")
 	htmlPath := fs.String("html", "", "also write a self-contained HTML report with charts to `FILE`")
-	err := cliflag.Parse(fs, args)
+	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -86,7 +80,7 @@ func reportLoadtest(rep *loadtest.Report, thresholds []loadtest.Threshold, jsonP
 		return err
 	}
 	if !passed {
-		return &exitError{code: exitThresholds, msg: "fail-if: " + strings.Join(rep.Broken(), ", ")}
+		return &exitError{code: exitCheck, msg: "fail-if: " + strings.Join(rep.Broken(), ", ")}
 	}
 	if rep.Interrupted {
 		return &exitError{code: exitInterrupted, msg: "interrupted: the report covers the part that ran"}

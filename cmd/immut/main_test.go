@@ -91,7 +91,12 @@ func startUp(t *testing.T, dataDir string, extra ...string) *upProcess {
 				p.fronts = append(p.fronts, f[1])
 			}
 			if len(f) >= 2 && f[0] == "token" {
-				p.token = f[1]
+				// The banner shows the token's start; the file has it whole.
+				b, err := os.ReadFile(filepath.Join(dataDir, "token"))
+				if err != nil || !strings.HasPrefix(string(b), strings.TrimSuffix(f[1], "…")) {
+					t.Fatalf("banner token %q, token file %q %v", f[1], b, err)
+				}
+				p.token = strings.TrimSpace(string(b))
 			}
 		case <-deadline:
 			cmd.Process.Kill()
@@ -226,18 +231,18 @@ func TestCLIBadInput(t *testing.T) {
 		{"put bad name", []string{"put", "/etc/hostname", "--name", "a/b", "--token", "x"}, 1, "invalid name"},
 		{"put bad server", []string{"put", "/etc/hostname", "--token", "x", "--server", "ftp://x"}, 1, "http://"},
 		{"get bad hash", []string{"get", "xyz"}, 1, "malformed hash"},
-		{"get unreachable", []string{"get", strings.Repeat("a", 64), "--server", "http://127.0.0.1:1"}, 1, "refused"},
-		{"bad size", []string{"serve", "--max-blob-size", "12XB"}, 2, "unknown unit"},
+		{"get unreachable", []string{"get", strings.Repeat("a", 64), "--server", "http://127.0.0.1:1"}, exitUnreachable, "refused"},
+		{"bad size", []string{"serve", "--max-blob-size", "12XB"}, 2, "want a number with an optional unit"},
 		{"migrate without dsn", []string{"migrate"}, 1, "--dsn"},
 		{"gc without dsn", []string{"gc"}, 1, "--dsn"},
 		{"preprod without subcommand", []string{"preprod"}, 2, "usage"},
 		{"preprod refresh without dsns", []string{"preprod", "refresh"}, 1, "--from and --to"},
 		{"preprod refresh onto production", []string{"preprod", "refresh", "--from", "host=db port=5432 dbname=immut", "--to", "postgres://db:5432/immut"}, 1, "looks like the production"},
 		{"preprod refresh bad dsn", []string{"preprod", "refresh", "--from", "host=db port=notaport", "--to", "x"}, 1, "--from"},
-		{"probe refused", []string{"probe", "--url", "http://127.0.0.1:1/healthz", "--timeout", "1s"}, 1, "refused"},
+		{"probe refused", []string{"probe", "--url", "http://127.0.0.1:1/healthz", "--timeout", "1s"}, exitUnreachable, "refused"},
 		{"probe bad url", []string{"probe", "--url", "::nonsense"}, 1, "missing protocol scheme"},
 		{"up with negative workers", []string{"up", "--workers", "-1", "--data", "/nonexistent/x"}, 1, "--workers"},
-		{"up rolling restart without a running instance", []string{"up", "--rolling-restart", "--data", "/nonexistent/x"}, 1, "no running immut"},
+		{"up rolling restart without a running instance", []string{"up", "--rolling-restart", "--data", "/nonexistent/x"}, exitUnreachable, "no running immut"},
 		{"serve rolling restart without control", []string{"serve", "--rolling-restart"}, 1, "--control"},
 	}
 	for _, tc := range tests {
@@ -254,7 +259,7 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("IMMUT_TOKEN", "")
 	t.Setenv("IMMUT_DSN", "host=/nonexistent-immut-socket-dir dbname=x connect_timeout=1")
 	code, _, errs := runCLI("serve", "--token", "x", "--listen", "127.0.0.1:0")
-	if code != 1 || !strings.Contains(errs, "nonexistent-immut-socket-dir") {
+	if code != exitUnreachable || !strings.Contains(errs, "nonexistent-immut-socket-dir") {
 		t.Fatalf("IMMUT_DSN not used: %d %q", code, errs)
 	}
 	t.Setenv("IMMUT_MAX_BLOB_SIZE", "bogus")

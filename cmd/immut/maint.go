@@ -50,11 +50,12 @@ func openStore(ctx context.Context, db dbFlags) (*blobstore.Store, func(), error
 }
 
 func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("gc", stderr)
+	fs := cliflag.NewFlagSet("gc", stdout, stderr)
 	var db dbFlags
 	db.register(fs)
 	grace := fs.Duration("grace", blobstore.DefaultGCGrace, "keep unreferenced blobs this long after their last use")
-	if err := cliflag.Parse(fs, args); err != nil {
+	out := outputFlag(fs, stdout)
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	s, closeFn, err := openStore(ctx, db)
@@ -64,15 +65,22 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer closeFn()
 	start := time.Now()
 	res, err := s.GC(ctx, *grace)
-	fmt.Fprintf(stdout, "removed %d blobs, %d bytes in %v\n", res.Blobs, res.Bytes, time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	out.linef("removed %d blobs, %d bytes in %v", res.Blobs, res.Bytes, took.Round(time.Millisecond))
+	out.result(struct {
+		Blobs   int64   `json:"removed_blobs"`
+		Bytes   int64   `json:"removed_bytes"`
+		Seconds float64 `json:"seconds"`
+	}{res.Blobs, res.Bytes, took.Seconds()})
 	return err
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("verify", stderr)
+	fs := cliflag.NewFlagSet("verify", stdout, stderr)
 	var db dbFlags
 	db.register(fs)
-	if err := cliflag.Parse(fs, args); err != nil {
+	out := outputFlag(fs, stdout)
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	s, closeFn, err := openStore(ctx, db)
@@ -82,24 +90,36 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer closeFn()
 	start := time.Now()
 	res, err := s.Verify(ctx, func(h blobstore.Hash, err error) {
-		fmt.Fprintf(stdout, "CORRUPT %s: %v\n", h, err)
+		out.linef("CORRUPT %s: %v", h, err)
 	})
-	fmt.Fprintf(stdout, "checked %d blobs, %d bytes in %v: %d corrupt\n", res.Checked, res.Bytes, time.Since(start).Round(time.Millisecond), len(res.Corrupt))
+	took := time.Since(start)
+	out.linef("checked %d blobs, %d bytes in %v: %d corrupt", res.Checked, res.Bytes, took.Round(time.Millisecond), len(res.Corrupt))
+	corrupt := make([]string, len(res.Corrupt))
+	for i, h := range res.Corrupt {
+		corrupt[i] = h.String()
+	}
+	out.result(struct {
+		Checked int64    `json:"checked"`
+		Bytes   int64    `json:"bytes"`
+		Corrupt []string `json:"corrupt"`
+		Seconds float64  `json:"seconds"`
+	}{res.Checked, res.Bytes, corrupt, took.Seconds()})
 	if err != nil {
 		return err
 	}
 	if len(res.Corrupt) > 0 {
-		return &exitError{code: 4, msg: fmt.Sprintf("%d corrupt blob(s)", len(res.Corrupt))}
+		return &exitError{code: exitCorrupt, msg: fmt.Sprintf("%d corrupt blob(s)", len(res.Corrupt))}
 	}
 	return nil
 }
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("migrate", stderr)
+	fs := cliflag.NewFlagSet("migrate", stdout, stderr)
 	var db dbFlags
 	db.register(fs)
 	check := fs.Bool("check", false, "apply nothing; exit 3 when migrations are pending")
-	if err := cliflag.Parse(fs, args); err != nil {
+	out := outputFlag(fs, stdout)
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	pool, err := openPool(ctx, db)
@@ -113,26 +133,75 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *check {
 		for _, m := range st.Pending {
-			fmt.Fprintf(stdout, "pending %04d_%s\n", m.Version, m.Name)
+			out.linef("pending %04d_%s", m.Version, m.Name)
 		}
+		out.result(migrationsJSON(st, nil))
 		if len(st.Pending) > 0 {
-			return &exitError{code: 3, msg: fmt.Sprintf("%d migration(s) pending: schema %d, binary expects %d", len(st.Pending), st.Applied, st.Expected)}
+			return &exitError{code: exitCheck, msg: fmt.Sprintf("%d migration(s) pending: schema %d, binary expects %d", len(st.Pending), st.Applied, st.Expected)}
 		}
-		fmt.Fprintf(stdout, "schema %d == expected %d: nothing pending\n", st.Applied, st.Expected)
+		out.linef("schema %d == expected %d: nothing pending", st.Applied, st.Expected)
 		return nil
 	}
 	start := time.Now()
 	done, err := blobstore.Migrate(ctx, pool)
 	for _, m := range done {
-		fmt.Fprintf(stdout, "applied %04d_%s in %v\n", m.Version, m.Name, m.Duration.Round(time.Millisecond))
+		out.linef("applied %04d_%s in %v", m.Version, m.Name, m.Duration.Round(time.Millisecond))
 	}
+	out.result(migrationsJSON(st, done))
 	if err != nil {
 		return err
 	}
 	if len(done) == 0 {
-		fmt.Fprintf(stdout, "schema %d == expected %d: nothing to do\n", st.Expected, st.Expected)
+		out.linef("schema %d == expected %d: nothing to do", st.Expected, st.Expected)
 	} else {
-		fmt.Fprintf(stdout, "schema now %d (%v)\n", st.Expected, time.Since(start).Round(time.Millisecond))
+		out.linef("schema now %d (%v)", st.Expected, time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// output prints a command's result as text lines, or with --json as one
+// JSON document (and no text).
+type output struct {
+	w    io.Writer
+	json *bool
+}
+
+func outputFlag(fs *cliflag.FlagSet, w io.Writer) output {
+	return output{w: w, json: fs.Bool("json", false, "print the result as JSON")}
+}
+
+func (o output) linef(format string, args ...any) {
+	if !*o.json {
+		fmt.Fprintf(o.w, format+"\n", args...)
+	}
+}
+
+func (o output) result(v any) {
+	if *o.json {
+		writeJSON(o.w, v)
+	}
+}
+
+type migrationJSON struct {
+	Version int     `json:"version"`
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds,omitempty"`
+}
+
+// migrationsJSON is migrate's --json answer: the schema before, what was
+// pending and what was applied.
+func migrationsJSON(st blobstore.SchemaStatus, done []blobstore.Applied) any {
+	v := struct {
+		Schema   int             `json:"schema"`
+		Expected int             `json:"expected"`
+		Pending  []migrationJSON `json:"pending"`
+		Applied  []migrationJSON `json:"applied"`
+	}{Schema: st.Applied, Expected: st.Expected, Pending: []migrationJSON{}, Applied: []migrationJSON{}}
+	for _, m := range st.Pending {
+		v.Pending = append(v.Pending, migrationJSON{Version: m.Version, Name: m.Name})
+	}
+	for _, m := range done {
+		v.Applied = append(v.Applied, migrationJSON{Version: m.Version, Name: m.Name, Seconds: m.Duration.Seconds()})
+	}
+	return v
 }

@@ -20,12 +20,12 @@ func runPreprod(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "usage: immut preprod refresh --from PROD_DSN --to PREPROD_DSN [--dry-run]")
 		return errUsage
 	}
-	fs := cliflag.NewFlagSet("preprod refresh", stderr)
+	fs := cliflag.NewFlagSet("preprod refresh", stdout, stderr)
 	from := fs.String("from", "", "production's connection string (read only)")
 	to := fs.String("to", "", "pre-production's connection string (replaced by the copy)")
 	dry := fs.Bool("dry-run", false, "report what would be copied and migrated; change nothing")
 	force := fs.Bool("force", false, "allow --to to look like --from (same host, port and database)")
-	if err := cliflag.Parse(fs, args[1:]); err != nil {
+	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

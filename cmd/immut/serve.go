@@ -17,7 +17,7 @@ func init() {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("serve", stderr)
+	fs := cliflag.NewFlagSet("serve", stdout, stderr)
 	dsn := fs.String("dsn", "", "PostgreSQL connection string (required)")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve HTTP on (one process)")
 	token := fs.String("token", "", "bearer token required for writes (required)")
@@ -33,7 +33,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rf.register(fs, "replication-")
 	lf.register(fs)
 	sf.register(fs)
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -18,9 +17,6 @@ import (
 func init() {
 	commands["standby"] = command{summary: "log-shipping standby: setup, status, promote", run: runStandby}
 }
-
-// exitKO is the exit status of `immut standby status` when the check fails.
-const exitKO = 3
 
 const standbyUsage = `usage: immut standby <command> [flags]
 
@@ -48,7 +44,7 @@ func runStandby(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("standby setup", stderr)
+	fs := cliflag.NewFlagSet("standby setup", stdout, stderr)
 	primary := fs.String("primary", "", "`DSN` of the primary for a replication connection (superuser or REPLICATION role)")
 	archive := fs.String("archive", "", "WAL archive `directory` both servers reach (created if missing)")
 	data := fs.String("data", "", "the standby's data `directory`")
@@ -65,7 +61,7 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 	pgUser := pgUserFlag(fs)
 	var lf logFlags
 	lf.register(fs)
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *archive == "" || *data == "" || fs.NArg() > 0 {
@@ -128,7 +124,7 @@ type sourceFlags struct {
 	replicationFlags
 }
 
-func (s *sourceFlags) register(fs *flag.FlagSet) {
+func (s *sourceFlags) register(fs *cliflag.FlagSet) {
 	fs.StringVar(&s.data, "data", "", "`directory` of immut up --standby (finds DIR/pg, DIR/standby, DIR/wal-archive)")
 	s.replicationFlags.register(fs, "")
 }
@@ -138,16 +134,16 @@ func (s *sourceFlags) resolve() (replication.Sources, *node.Layout, error) {
 }
 
 func runStandbyStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("standby status", stderr)
+	fs := cliflag.NewFlagSet("standby status", stdout, stderr)
 	var sf sourceFlags
 	sf.register(fs)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	d := replication.DefaultThresholds
-	maxLag := cliflag.ByteSize(d.MaxLagBytes)
-	fs.Var(&maxLag, "max-lag-bytes", "KO when the standby is this far behind the primary's WAL")
+	var maxLag int64
+	fs.Size(&maxLag, "max-lag-bytes", d.MaxLagBytes, "KO when the standby is this far behind the primary's WAL")
 	maxArchiveDelay := fs.Duration("max-archive-delay", d.MaxArchiveDelay, "KO when a finished WAL segment waits this long to be archived")
 	maxReplayDelay := fs.Duration("max-replay-delay", d.MaxReplayDelay, "KO when archived WAL waits this long to be replayed")
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	src, _, err := sf.resolve()
@@ -155,7 +151,7 @@ func runStandbyStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	st := replication.Inspect(ctx, src)
-	ok, line := replication.Check(st, replication.Thresholds{MaxLagBytes: int64(maxLag), MaxArchiveDelay: *maxArchiveDelay, MaxReplayDelay: *maxReplayDelay})
+	ok, line := replication.Check(st, replication.Thresholds{MaxLagBytes: maxLag, MaxArchiveDelay: *maxArchiveDelay, MaxReplayDelay: *maxReplayDelay})
 	if *asJSON {
 		err = writeJSON(stdout, struct {
 			replication.Status
@@ -167,13 +163,13 @@ func runStandbyStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		fmt.Fprintln(stdout, line)
 	}
 	if err == nil && !ok {
-		return &exitError{code: exitKO}
+		return &exitError{code: exitCheck}
 	}
 	return err
 }
 
 func runStandbyPromote(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("standby promote", stderr)
+	fs := cliflag.NewFlagSet("standby promote", stdout, stderr)
 	var sf sourceFlags
 	sf.register(fs)
 	primaryData := fs.String("primary-data", "", "the old primary's data `directory`, when on this host: stopped (planned), salvaged (--salvage) and fenced")
@@ -184,7 +180,7 @@ func runStandbyPromote(ctx context.Context, args []string, stdout, stderr io.Wri
 	pgUser := pgUserFlag(fs)
 	var lf logFlags
 	lf.register(fs)
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)

@@ -132,7 +132,7 @@ func TestStandbyCommands(t *testing.T) {
 	pgtest.QueryRow(t, standbyDSN, "SELECT v FROM t", &v)
 	pgtest.Exec(t, standbyDSN, "INSERT INTO t VALUES (2)")
 	code, text, _ = runCLI("standby", "status", "--primary", primary.DSN("postgres"), "--standby", standbyDSN)
-	if code != exitKO || !strings.Contains(text, "ServiceKO : primary unreachable") || !strings.Contains(text, "the standby is a primary") {
+	if code != exitCheck || !strings.Contains(text, "ServiceKO : primary unreachable") || !strings.Contains(text, "the standby is a primary") {
 		t.Fatalf("status after promotion: exit %d\n%s", code, text)
 	}
 	if _, err := pgcluster.Start(ctx, pcfg); !errors.Is(err, pgcluster.ErrFenced) {
@@ -222,7 +222,7 @@ func TestStandbyDataLayout(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatal(err)
 	}
-	if code != exitKO || !st.Primary.Reachable || st.Primary.InRecovery || st.Standby.Reachable {
+	if code != exitCheck || !st.Primary.Reachable || st.Primary.InRecovery || st.Standby.Reachable {
 		t.Fatalf("status --data after promotion: exit %d\n%s", code, out)
 	}
 }

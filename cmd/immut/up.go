@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/immut/immut/internal/cliflag"
 	"github.com/immut/immut/internal/node"
@@ -15,7 +18,7 @@ func init() {
 }
 
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cliflag.NewFlagSet("up", stderr)
+	fs := cliflag.NewFlagSet("up", stdout, stderr)
 	data := fs.String("data", "./immut-data", "directory for the private database, the write token and the control socket")
 	dsn := fs.String("dsn", "", "use this PostgreSQL instead of a private one")
 	listen := fs.String("listen", "127.0.0.1:8080", "first public (front) port; front port i forwards to worker i")
@@ -33,7 +36,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ff.register(fs)
 	lf.register(fs)
 	sf.register(fs)
-	if err := cliflag.Parse(fs, args); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -57,8 +60,17 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Layout: layout, DSN: *dsn, Token: *token, PGUser: *pgUser, Standby: *standby, RPO: *rpo,
 		Workers: *workers, BasePort: tf.basePort, Procs: tf.procs,
 		App:    node.AppSettings{Store: sf.limits(), LogLevel: lf.level},
-		Front:  node.FrontConfig{Listen: *listen, CacheSize: int64(ff.cacheSize), MaxObject: int64(ff.maxObject), Admin: ff.admin},
+		Front:  node.FrontConfig{Listen: *listen, CacheSize: ff.cacheSize, MaxObject: ff.maxObject, Admin: ff.admin},
 		Output: stderr, Logger: log,
-		Ready: func(i node.Info) { i.WriteBanner(stdout) },
+		Ready: func(i node.Info) { i.WriteBanner(stdout, selfCommand()) },
 	})
+}
+
+// selfCommand is how the user runs this binary, for the commands the banner
+// prints: "go run ./cmd/immut" when go run built it, else its name.
+func selfCommand() string {
+	if exe, err := os.Executable(); err == nil && strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/immut"
+	}
+	return "immut"
 }

@@ -20,7 +20,7 @@ func init() {
 // the archiver, so neither may ever use one.
 
 func runWALPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	pos, archive, err := walArgs("wal-push", "PATH FILENAME", "archive_command: wal-push %p %f ...", args, stderr)
+	pos, archive, err := walArgs("wal-push", "PATH FILENAME", "archive_command: wal-push %p %f ...", args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -29,14 +29,14 @@ func runWALPush(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // walArgs reads the two positional arguments and --archive shared by
 // wal-push and wal-fetch.
-func walArgs(name, operands, hint string, args []string, stderr io.Writer) ([]string, string, error) {
-	fs := cliflag.NewFlagSet(name, stderr)
+func walArgs(name, operands, hint string, args []string, stdout, stderr io.Writer) ([]string, string, error) {
+	fs := cliflag.NewFlagSet(name, stdout, stderr)
 	archive := fs.String("archive", "", "WAL archive `directory` (required)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: immut %s %s --archive DIR   (%s)\n", name, operands, hint)
+		fmt.Fprintf(fs.Output(), "usage: immut %s %s --archive DIR   (%s)\n", name, operands, hint)
 		fs.PrintDefaults()
 	}
-	pos, err := cliflag.ParseInterspersed(fs, args)
+	pos, err := fs.ParseInterspersed(args)
 	if err != nil {
 		return nil, "", err
 	}
@@ -48,7 +48,7 @@ func walArgs(name, operands, hint string, args []string, stderr io.Writer) ([]st
 }
 
 func runWALFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	pos, archive, err := walArgs("wal-fetch", "FILENAME DESTINATION", "restore_command: wal-fetch %f %p ...", args, stderr)
+	pos, archive, err := walArgs("wal-fetch", "FILENAME DESTINATION", "restore_command: wal-fetch %f %p ...", args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func runWALFetch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		// The normal end of the archive, asked every
 		// wal_retrieve_retry_interval: exit 1 without filling the
 		// standby's log.
-		return &exitError{code: 1}
+		return &exitError{code: exitFailed}
 	}
 	return err
 }

@@ -2,7 +2,10 @@
 // build time, else the VCS revision it was built from.
 package buildinfo
 
-import "runtime/debug"
+import (
+	"runtime"
+	"runtime/debug"
+)
 
 // version is set with -ldflags "-X github.com/immut/immut/internal/buildinfo.version=...".
 var version = ""
@@ -40,4 +43,31 @@ func Version() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// Info is what a binary knows of its build.
+type Info struct {
+	Version   string `json:"version"`
+	Revision  string `json:"revision,omitempty"`
+	Modified  bool   `json:"modified,omitempty"`
+	BuildTime string `json:"build_time,omitempty"` // the commit's time, RFC 3339
+	Go        string `json:"go"`
+}
+
+// Read returns the binary's build information.
+func Read() Info {
+	info := Info{Version: Version(), Go: runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				info.Revision = s.Value
+			case "vcs.modified":
+				info.Modified = s.Value == "true"
+			case "vcs.time":
+				info.BuildTime = s.Value
+			}
+		}
+	}
+	return info
 }

@@ -56,10 +56,15 @@ type Info struct {
 	Layout Layout
 	// Standby describes the standby, if one runs.
 	Standby string
+	// DatabaseDSN reaches the private database (empty with Config.DSN).
+	DatabaseDSN string
 }
 
-// WriteBanner prints what a user needs to start using the deployment.
-func (i Info) WriteBanner(w io.Writer) {
+// WriteBanner prints what a user needs to start using the deployment. The
+// commands it shows start with immut, as the user runs it ("go run
+// ./cmd/immut" from a checkout); none carries the token itself, which stays
+// in its file.
+func (i Info) WriteBanner(w io.Writer, immut string) {
 	if i.Standby != "" {
 		fmt.Fprintln(w, i.Standby)
 	}
@@ -70,10 +75,13 @@ func (i Info) WriteBanner(w io.Writer) {
 			fmt.Fprintf(w, "  port   %s -> worker %d at %s\n", f, n, i.Workers[n])
 		}
 	}
-	fmt.Fprintf(w, "  token  %s   (kept in %s)\n", i.Token, i.Layout.Token())
-	fmt.Fprintf(w, "  try    immut put photo.jpg --server http://%s --token %s\n", i.Fronts[0], i.Token)
+	fmt.Fprintf(w, "  token  %s…   (the write token; whole in %s)\n", i.Token[:min(8, len(i.Token))], i.Layout.Token())
+	fmt.Fprintf(w, "  try    IMMUT_TOKEN=$(cat %s) %s put photo.jpg --server http://%s\n", i.Layout.Token(), immut, i.Fronts[0])
+	if i.DatabaseDSN != "" {
+		fmt.Fprintf(w, "  db     %s psql --data %s   (or psql '%s')\n", immut, i.Layout.Dir, i.DatabaseDSN)
+	}
 	if len(i.Workers) > 0 {
-		fmt.Fprintf(w, "  roll   immut up --rolling-restart --data %s   (or kill -HUP %d)\n", i.Layout.Dir, os.Getpid())
+		fmt.Fprintf(w, "  roll   %s up --rolling-restart --data %s   (or kill -HUP %d)\n", immut, i.Layout.Dir, os.Getpid())
 	}
 	if i.Admin != "" {
 		fmt.Fprintf(w, "  admin  http://%s/metrics\n", i.Admin)
@@ -116,6 +124,7 @@ func Up(ctx context.Context, cfg Config) error {
 		}
 		defer db.stop()
 		app.DSN, app.Replication, info.Standby = db.appDSN(), db.sources(), db.describe()
+		info.DatabaseDSN = db.current().DSN("immut")
 	}
 	if err := migrate(ctx, app.DSN); err != nil {
 		return err
