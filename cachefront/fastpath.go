@@ -69,7 +69,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // replayConn gives fasthttp the bytes the fast path already read.
 type replayConn struct {
-	net.Conn
+	countedConn
 	buf []byte
 }
 
@@ -106,17 +106,20 @@ func (l *listener) acceptLoop(f *Front) {
 			c.Close()
 			continue
 		}
+		// The fast path keeps the *net.TCPConn itself (a wrapper would
+		// lose writev): it gives the slot back when it closes the
+		// connection, a handed-off connection when fasthttp closes it.
 		l.gauge.open.Add(1)
-		cc := &countedConn{Conn: c, g: &l.gauge}
-		fc := &fastConn{conn: cc, dyn: make([]byte, 0, 128)}
+		fc := &fastConn{conn: c, dyn: make([]byte, 0, 128)}
 		fc.idleSince.Store(time.Now().UnixNano())
 		l.connMu.Lock()
 		if l.stopping.Load() {
 			l.connMu.Unlock()
-			cc.Close()
+			c.Close()
+			l.gauge.open.Add(-1)
 			continue
 		}
-		l.conns[cc] = fc
+		l.conns[c] = fc
 		l.connWG.Add(1)
 		l.connMu.Unlock()
 		go l.serveFast(f, fc)
@@ -160,6 +163,7 @@ func (l *listener) serveFast(f *Front, fc *fastConn) {
 		l.connMu.Unlock()
 		if !handedOff {
 			c.Close()
+			l.gauge.open.Add(-1)
 		}
 		l.connWG.Done()
 	}()
@@ -222,7 +226,7 @@ func (l *listener) serveFast(f *Front, fc *fastConn) {
 		}
 		// Hand off: fasthttp serves this connection from now on.
 		buffered, _ := br.Peek(br.Buffered())
-		rc := &replayConn{Conn: c, buf: append([]byte(nil), buffered...)}
+		rc := &replayConn{countedConn: countedConn{Conn: c, g: &l.gauge}, buf: append([]byte(nil), buffered...)}
 		c.SetReadDeadline(time.Time{})
 		select {
 		case l.handoff.ch <- rc:
