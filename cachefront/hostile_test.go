@@ -518,6 +518,13 @@ func TestConnectionCap(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // an order of idleness
 	}
 	eventually(t, 2*time.Second, "20 connections open", func() bool { return f.lns[0].gauge.open.Load() == max })
+	f.lns[0].connMu.Lock()
+	for c := range f.lns[0].conns {
+		if _, ok := c.(*net.TCPConn); !ok {
+			t.Errorf("the fast path serves a %T: without a bare *net.TCPConn a hit is three writes, not one writev", c)
+		}
+	}
+	f.lns[0].connMu.Unlock()
 	// More clients: each is served at once.
 	for i := range 10 {
 		start := time.Now()
