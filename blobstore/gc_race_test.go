@@ -133,7 +133,7 @@ func TestGCRacesUploadsOfTheSameBytes(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("round %d: after the race: %d bytes, %v", rounds, len(got), err)
 		}
-		rec, err := s.GetName(ctx, name)
+		rec, err := s.LookupName(ctx, name)
 		if err != nil || rec.Hash != h {
 			t.Fatalf("round %d: name: %+v, %v", rounds, rec, err)
 		}

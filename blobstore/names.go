@@ -137,6 +137,8 @@ const MaxHistory = 1000
 // (nil if it was new). Errors: ErrBadName, ErrNotFound (no such blob),
 // ErrConflict (the precondition failed).
 func (s *Store) SetName(ctx context.Context, name string, h Hash, pre Precondition) (previous *Hash, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if name, err = NormalizeName(name); err != nil {
 		return nil, err
 	}
@@ -171,6 +173,8 @@ func (s *Store) SetName(ctx context.Context, name string, h Hash, pre Preconditi
 // DeleteName removes a name (its blob stays until garbage collection) and
 // records the removal. Errors: ErrBadName, ErrNotFound, ErrConflict.
 func (s *Store) DeleteName(ctx context.Context, name string, pre Precondition) (previous Hash, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if name, err = NormalizeName(name); err != nil {
 		return previous, err
 	}
@@ -197,8 +201,10 @@ func (s *Store) DeleteName(ctx context.Context, name string, pre Precondition) (
 	return previous, nil
 }
 
-// GetName returns a name with its history, or ErrNotFound.
-func (s *Store) GetName(ctx context.Context, name string) (NameRecord, error) {
+// LookupName returns a name with its history, or ErrNotFound.
+func (s *Store) LookupName(ctx context.Context, name string) (NameRecord, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rec := NameRecord{Name: name}
 	name, err := NormalizeName(name)
 	if err != nil {
@@ -232,6 +238,8 @@ func (s *Store) GetName(ctx context.Context, name string) (NameRecord, error) {
 
 // ResolveName returns the hash a name points at, or ErrNotFound.
 func (s *Store) ResolveName(ctx context.Context, name string) (Hash, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var h Hash
 	name, err := NormalizeName(name)
 	if err != nil {

@@ -103,9 +103,9 @@ func TestNameSpellingsAreOneName(t *testing.T) {
 		t.Fatalf("CAS through the other spelling: %v, %v", prev, err)
 	}
 	for _, spelling := range []string{nfd, nfc} {
-		rec, err := s.GetName(ctx, spelling)
+		rec, err := s.LookupName(ctx, spelling)
 		if err != nil || rec.Name != nfc || rec.Hash != b2.Hash || len(rec.History) != 2 {
-			t.Fatalf("GetName(%q) = %+v, %v", spelling, rec, err)
+			t.Fatalf("LookupName(%q) = %+v, %v", spelling, rec, err)
 		}
 		if h, err := s.ResolveName(ctx, spelling); err != nil || h != b2.Hash {
 			t.Fatalf("ResolveName(%q) = %v, %v", spelling, h, err)
@@ -152,7 +152,7 @@ func TestNamesCASAndHistory(t *testing.T) {
 	if _, err := s.SetName(ctx, "logo", v3, Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := s.GetName(ctx, "logo")
+	rec, err := s.LookupName(ctx, "logo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestNamesCASAndHistory(t *testing.T) {
 	if prev, err := s.DeleteName(ctx, "logo", Precondition{IfMatch: &v3}); err != nil || prev != v3 {
 		t.Fatalf("delete: %v, %v", prev, err)
 	}
-	if _, err := s.GetName(ctx, "logo"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.LookupName(ctx, "logo"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get deleted: %v", err)
 	}
 	if _, err := s.DeleteName(ctx, "logo", Precondition{}); !errors.Is(err, ErrNotFound) {
@@ -185,7 +185,7 @@ func TestNamesCASAndHistory(t *testing.T) {
 	}
 	// Recreating keeps the whole history, delete included.
 	s.SetName(ctx, "logo", v1, Precondition{})
-	rec, _ = s.GetName(ctx, "logo")
+	rec, _ = s.LookupName(ctx, "logo")
 	if len(rec.History) != 5 || rec.History[1].Hash != nil {
 		t.Fatalf("history after delete and recreate: %+v", rec.History)
 	}
@@ -397,5 +397,53 @@ func TestMigrateTo(t *testing.T) {
 	}
 	if done, err := Migrate(ctx, pool); err != nil || len(done) != len(ms)-1 {
 		t.Fatalf("Migrate after MigrateTo(1) = %v, %v", done, err)
+	}
+}
+
+// TestMigrationNormalizesNames: names stored in another form than NFC by an
+// older binary are rewritten to NFC by migration 3, history included; of two
+// spellings of one name, the one moved last stays.
+func TestMigrationNormalizesNames(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	s.pool.Exec(ctx, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+	if _, err := MigrateTo(ctx, s.pool, 2); err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := s.Put(ctx, strings.NewReader("older"), PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := s.Put(ctx, strings.NewReader("newer"), PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfd, nfc := "cafe\u0301", "caf\u00e9"
+	only := "na\u0308ive" // NFD only: becomes "naïve"
+	for _, r := range []struct {
+		name string
+		hash Hash
+		at   string
+	}{{nfd, a.Hash, "2020-01-01"}, {nfc, b.Hash, "2021-01-01"}, {only, a.Hash, "2020-01-01"}} {
+		if _, err := s.pool.Exec(ctx, "INSERT INTO names (name, blob_hash, updated_at) VALUES ($1, $2, $3)", r.name, r.hash[:], r.at); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.pool.Exec(ctx, "INSERT INTO name_history (name, blob_hash, at) VALUES ($1, $2, $3)", r.name, r.hash[:], r.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Migrate(ctx, s.pool); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.ResolveName(ctx, nfd); err != nil || h != b.Hash {
+		t.Errorf("café after the migration: %v %v (want the newer spelling's %s)", h, err, b.Hash)
+	}
+	if h, err := s.ResolveName(ctx, only); err != nil || h != a.Hash {
+		t.Errorf("naïve (stored in NFD) after the migration: %v %v", h, err)
+	}
+	var rows, other int
+	s.pool.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE name IS NOT NFC NORMALIZED) FROM name_history").Scan(&rows, &other)
+	if rows != 3 || other != 0 {
+		t.Errorf("history: %d rows, %d not NFC", rows, other)
 	}
 }

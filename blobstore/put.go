@@ -41,14 +41,16 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (b Blob, c
 			return Blob{}, false, fmt.Errorf("put: touching existing blob: %w", err)
 		}
 	}
-	tx, err := s.pool.Begin(ctx)
+	bctx, cancel := s.bound(ctx)
+	defer cancel()
+	tx, err := s.pool.Begin(bctx)
 	if err != nil {
 		return b, false, fmt.Errorf("put: begin: %w", err)
 	}
 	defer tx.Rollback(context.Background())
 
 	var id int64
-	if err := tx.QueryRow(ctx, "SELECT nextval('blob_ids')").Scan(&id); err != nil {
+	if err := tx.QueryRow(bctx, "SELECT nextval('blob_ids')").Scan(&id); err != nil {
 		return b, false, fmt.Errorf("put: allocating blob id: %w", err)
 	}
 	src := &chunkSource{
@@ -83,6 +85,9 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (b Blob, c
 	// Another upload of the same bytes may commit at any moment, and garbage
 	// collection may remove an old copy at any moment: loop until this
 	// transaction either owns the new row or has touched a live existing one.
+	// The stream is in; what is left are short statements, each bounded.
+	ctx, cancel = s.bound(ctx)
+	defer cancel()
 	for attempt := 0; attempt < 3; attempt++ {
 		err := tx.QueryRow(ctx, `INSERT INTO blobs (id, hash, size, chunk_size, content_type, width, height)
 			VALUES ($1, $2, $3, $4, $5, nullif($6, 0), nullif($7, 0))
@@ -246,5 +251,7 @@ func (s *Store) confirmExisting(ctx context.Context, r io.Reader, existing Blob)
 // touch moves a blob's last_put_at to now, keeping it from garbage
 // collection for the grace period, and returns it (pgx.ErrNoRows if absent).
 func (s *Store) touch(ctx context.Context, h Hash) (Blob, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return scanBlob(s.pool.QueryRow(ctx, "UPDATE blobs SET last_put_at = now() WHERE hash = $1 RETURNING "+blobColumns, h[:]))
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/zeebo/blake3"
@@ -401,6 +402,18 @@ func (st *stream) session(ctx context.Context, s *Store, b Blob, g geometry, fir
 			putPieceBuf(p.buf)
 		}
 	}()
+	// Each wait for the database is bounded by the query timeout; waits for
+	// the reader to free a buffer are not.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	dog := newWatchdog(s.cfg.QueryTimeout, cancel)
+	defer dog.disarm()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
+			err = fmt.Errorf("blob %s: reading: %w", b.Hash, errStalled)
+		}
+	}()
+	dog.arm()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		putPieceBuf(buf)
@@ -416,6 +429,7 @@ func (st *stream) session(ctx context.Context, s *Store, b Blob, g geometry, fir
 	defer func() {
 		// Close reads whatever is still in flight (at most a ring of
 		// pieces, already paid for with buffers) and frees the connection.
+		dog.arm()
 		if cerr := pl.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("blob %s: reading: %w", b.Hash, cerr)
 		}
@@ -460,11 +474,13 @@ func (st *stream) session(ctx context.Context, s *Store, b Blob, g geometry, fir
 		if len(inflight) == 0 {
 			return sent, nil
 		}
+		dog.arm()
 		if err := pl.Flush(); err != nil {
 			return sent, fmt.Errorf("blob %s: reading: %w", b.Hash, err)
 		}
 		p := inflight[0]
 		data, err := readPiece(pl, b, g, p.idx, p.buf)
+		dog.disarm()
 		if err != nil {
 			return sent, err
 		}
@@ -572,4 +588,36 @@ func putPieceBuf(b []byte) {
 	}
 	b = b[:0]
 	p.(*sync.Pool).Put(&b)
+}
+
+// errStalled is what a wait for the database that outlived the query
+// timeout returns: a deadline, for the HTTP layer a 503.
+var errStalled = fmt.Errorf("the database did not answer within the query timeout: %w", context.DeadlineExceeded)
+
+// watchdog cancels a context (with errStalled) when an armed wait lasts
+// longer than its timeout. A negative timeout never fires.
+type watchdog struct {
+	t *time.Timer
+	d time.Duration
+}
+
+func newWatchdog(d time.Duration, cancel context.CancelCauseFunc) *watchdog {
+	w := &watchdog{d: d}
+	if d > 0 {
+		w.t = time.AfterFunc(time.Hour, func() { cancel(errStalled) })
+		w.t.Stop()
+	}
+	return w
+}
+
+func (w *watchdog) arm() {
+	if w.t != nil {
+		w.t.Reset(w.d)
+	}
+}
+
+func (w *watchdog) disarm() {
+	if w.t != nil {
+		w.t.Stop()
+	}
 }

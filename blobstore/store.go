@@ -26,6 +26,7 @@ const (
 	DefaultMaxBlobSize    = 64 << 20
 	DefaultMaxImagePixels = 50_000_000
 	DefaultGCGrace        = 7 * 24 * time.Hour
+	DefaultQueryTimeout   = 5 * time.Second
 )
 
 // Config configures a Store. Zero values are the documented defaults.
@@ -41,6 +42,13 @@ type Config struct {
 	// MaxImagePixels is the largest width×height an image upload may declare.
 	// Zero: 50 megapixels.
 	MaxImagePixels int64
+	// QueryTimeout bounds each wait for the database on a request's path:
+	// a query, a transaction of name moves, one round trip of a blob read,
+	// the statements around an upload's stream (not the stream itself, which
+	// the upload's own deadlines bound). A stalled server gives an error
+	// (context.DeadlineExceeded, Classify: ErrUnavailable) instead of a
+	// hang. Zero: DefaultQueryTimeout; negative: none.
+	QueryTimeout time.Duration
 	// Logger receives operational messages. Nil: discarded.
 	Logger *slog.Logger
 }
@@ -69,6 +77,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.MaxImagePixels == 0 {
 		cfg.MaxImagePixels = DefaultMaxImagePixels
+	}
+	if cfg.QueryTimeout == 0 {
+		cfg.QueryTimeout = DefaultQueryTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -142,8 +153,18 @@ func scanBlob(row pgx.Row) (Blob, error) {
 	return b, nil
 }
 
+// bound returns ctx limited to one wait for the database (QueryTimeout).
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.cfg.QueryTimeout < 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.cfg.QueryTimeout)
+}
+
 // Stat returns a blob's metadata, or ErrNotFound.
 func (s *Store) Stat(ctx context.Context, h Hash) (Blob, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	b, err := scanBlob(s.pool.QueryRow(ctx, "SELECT "+blobColumns+" FROM blobs WHERE hash = $1", h[:]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, fmt.Errorf("blob %s: %w", h, ErrNotFound)
@@ -156,6 +177,8 @@ func (s *Store) Stat(ctx context.Context, h Hash) (Blob, error) {
 
 // Count returns the number of stored blobs.
 func (s *Store) Count(ctx context.Context) (int64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var n int64
 	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM blobs").Scan(&n); err != nil {
 		return 0, fmt.Errorf("counting blobs: %w", err)

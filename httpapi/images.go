@@ -106,7 +106,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.store.GetName(r.Context(), name)
+	rec, err := s.store.LookupName(r.Context(), name)
 	if err != nil {
 		return err
 	}

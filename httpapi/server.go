@@ -362,7 +362,9 @@ func (s *Server) retryReads(h handlerFunc, w http.ResponseWriter, r *http.Reques
 		return err
 	}
 	deadline := time.Now().Add(s.cfg.ReadRetry)
-	for delay := 50 * time.Millisecond; errors.Is(blobstore.Classify(err), blobstore.ErrUnavailable) && time.Now().Add(delay).Before(deadline); delay = min(2*delay, time.Second) {
+	// A query that timed out met a stalled server, not a restarting one:
+	// another try would only double the wait.
+	for delay := 50 * time.Millisecond; errors.Is(blobstore.Classify(err), blobstore.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) && time.Now().Add(delay).Before(deadline); delay = min(2*delay, time.Second) {
 		if ww, ok := w.(*recorder); ok && ww.wroteHeader {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -263,4 +264,54 @@ func TestFaultWorkerStopped(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// stopServer sends sig to the postmaster and all its children (every
+// backend), as a hung disk or a paused VM would stall them.
+func stopServer(t *testing.T, pid int, sig syscall.Signal) {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-P", fmt.Sprint(pid)).Output()
+	pids := []int{pid}
+	for _, f := range strings.Fields(string(out)) {
+		var p int
+		fmt.Sscan(f, &p)
+		pids = append(pids, p)
+	}
+	for _, p := range pids {
+		syscall.Kill(p, sig)
+	}
+}
+
+// TestFaultDatabaseStalled: every PostgreSQL process stopped for 15 s under
+// load. Requests that need the database get a prompt 503 (never a hang past
+// the query timeout and the read retry), cached ones are served, nothing
+// acknowledged is lost, and the node is ready again on its own after the
+// stall.
+func TestFaultDatabaseStalled(t *testing.T) {
+	data := filepath.Join(pgtest.TempDir(t), "data")
+	up := startNode(t, data, func(c *node.Config) { c.Workers = 2 })
+	defer up.shutdown(t)
+	cached := cacheBlob(t, up)
+	load := startFaultLoad(t, up.Fronts, up.Token, cached, false)
+	time.Sleep(time.Second)
+	primary, _ := up.Layout.Clusters()
+	pid := postmasterPid(primary)
+	stopServer(t, pid, syscall.SIGSTOP)
+	stalled := time.Now()
+	start := time.Now()
+	code, _ := getStatus(t, up.Fronts[0], "/b/"+strings.Repeat("d", 64))
+	prompt := time.Since(start)
+	time.Sleep(15*time.Second - time.Since(stalled))
+	stopServer(t, pid, syscall.SIGCONT)
+	ready := waitStatus(t, up.Fronts[0], "/readyz", 200, 30*time.Second)
+	time.Sleep(time.Second)
+	counts := load.finish()
+	t.Logf("database stalled 15s: an uncached read answered %d after %v; ready %v after the stall ended; requests: %s", code, prompt.Round(time.Millisecond), ready.Round(time.Millisecond), counts)
+	if code != 503 || prompt > 12*time.Second {
+		t.Errorf("uncached read during the stall: %d after %v, want 503 within 12s", code, prompt)
+	}
+	if len(load.bad) > 0 {
+		t.Errorf("%d answers a stall must not give, first: %v", len(load.bad), load.bad[:min(5, len(load.bad))])
+	}
+	load.verifyAcked(t, up.Fronts[0])
 }

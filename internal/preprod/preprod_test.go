@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -36,7 +37,12 @@ func TestRefreshCopiesMigratesAndRefuses(t *testing.T) {
 	prodDSN, preDSN := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
 	prodPool, prod := open(t, prodDSN)
 	// Production runs the previous release: one migration behind.
-	if _, err := blobstore.MigrateTo(ctx, prodPool, 1); err != nil {
+	ms, err := blobstore.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest := ms[len(ms)-1]
+	if _, err := blobstore.MigrateTo(ctx, prodPool, latest.Version-1); err != nil {
 		t.Fatal(err)
 	}
 	var hashes []blobstore.Hash
@@ -77,7 +83,7 @@ func TestRefreshCopiesMigratesAndRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res.Pending) != 1 || !strings.Contains(out.String(), "0002_gc_index") {
+		if len(res.Pending) != 1 || !strings.Contains(out.String(), fmt.Sprintf("%04d_%s", latest.Version, latest.Name)) {
 			t.Fatalf("dry run report %q, pending %v", out.String(), res.Pending)
 		}
 		if _, err := pre.Stat(ctx, leftover.Hash); err != nil {
@@ -95,10 +101,10 @@ func TestRefreshCopiesMigratesAndRefuses(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out.String())
 		}
 		t.Log(out.String())
-		if len(res.Applied) != 1 || res.Applied[0].Version != 2 || res.Blobs != 3 || res.Names != 1 {
+		if len(res.Applied) != 1 || res.Applied[0].Version != latest.Version || res.Blobs != 3 || res.Names != 1 {
 			t.Fatalf("result %+v", res)
 		}
-		if res.Consistency != "ServiceOK : binary test schema 2 == expected 2" {
+		if want := fmt.Sprintf("ServiceOK : binary test schema %d == expected %d", latest.Version, latest.Version); res.Consistency != want {
 			t.Fatalf("consistency %q", res.Consistency)
 		}
 		// Every blob byte-exact (the reader re-hashes), names and history kept.
@@ -112,7 +118,7 @@ func TestRefreshCopiesMigratesAndRefuses(t *testing.T) {
 				t.Fatalf("blob %d: %d bytes, %v", i, len(got), err)
 			}
 		}
-		rec, err := pre.GetName(ctx, "logo")
+		rec, err := pre.LookupName(ctx, "logo")
 		if err != nil || rec.Hash != hashes[2] || len(rec.History) != 2 {
 			t.Fatalf("name in the copy: %+v, %v", rec, err)
 		}
@@ -126,7 +132,7 @@ func TestRefreshCopiesMigratesAndRefuses(t *testing.T) {
 		}
 		// Production itself is untouched: still one migration behind.
 		st, err := blobstore.Status(ctx, prodPool)
-		if err != nil || st.Applied != 1 {
+		if err != nil || st.Applied != latest.Version-1 {
 			t.Fatalf("production schema after refresh: %+v, %v", st, err)
 		}
 	})
