@@ -367,7 +367,7 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.LookupName() == name {
+		if mf.GetName() == name {
 			sum := 0.0
 			for _, m := range mf.GetMetric() {
 				sum += m.GetGauge().GetValue()
