@@ -681,7 +681,7 @@ func standardMetrics(t *testing.T) map[string]string {
 		dto.MetricType_HISTOGRAM: "histogram", dto.MetricType_SUMMARY: "summary"}
 	out := map[string]string{}
 	for _, mf := range mfs {
-		out[mf.LookupName()] = kinds[mf.GetType()]
+		out[mf.GetName()] = kinds[mf.GetType()]
 	}
 	return out
 }
