@@ -126,28 +126,28 @@ func New(cfg Config) (*Server, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	if cfg.UploadStall == 0 {
-		cfg.UploadStall = 30 * time.Second
+		cfg.UploadStall = DefaultUploadStall
 	}
 	if cfg.UploadMinRate == 0 {
-		cfg.UploadMinRate = 500
+		cfg.UploadMinRate = DefaultUploadMinRate
 	}
 	if cfg.MaxUploads == 0 {
 		cfg.MaxUploads = max(int(cfg.Store.PoolStats().MaxConns)/2, 1)
 	}
 	if cfg.ReadRetry == 0 {
-		cfg.ReadRetry = 5 * time.Second
+		cfg.ReadRetry = DefaultReadRetry
 	}
 	if cfg.UploadWait == 0 {
-		cfg.UploadWait = 10 * time.Second
+		cfg.UploadWait = DefaultUploadWait
 	}
 	if cfg.MaxStreams == 0 {
-		cfg.MaxStreams = 64
+		cfg.MaxStreams = DefaultMaxStreams
 	}
 	if cfg.StreamWait == 0 {
-		cfg.StreamWait = 5 * time.Second
+		cfg.StreamWait = DefaultStreamWait
 	}
 	if cfg.SendTimeout == 0 {
-		cfg.SendTimeout = 60 * time.Second
+		cfg.SendTimeout = DefaultSendTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
