@@ -9,6 +9,7 @@ import (
 
 	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/cachefront"
+	"github.com/immut/immut/httpapi"
 	"github.com/immut/immut/internal/cliflag"
 	"github.com/immut/immut/internal/node"
 	"github.com/immut/immut/internal/supervisor"
@@ -95,16 +96,40 @@ func (f *tierFlags) register(fs *cliflag.FlagSet) {
 	fs.IntVar(&f.procs, "worker-procs", 1, "GOMAXPROCS of each worker")
 }
 
-// frontFlags size the caching front.
+// frontFlags size and bound the caching front.
 type frontFlags struct {
-	cacheSize, maxObject int64
-	admin                string
+	cacheSize, maxObject     int64
+	admin                    string
+	maxConns                 int
+	bodyTimeout, uploadLimit time.Duration
+	minBodyRate              int64
 }
 
 func (f *frontFlags) register(fs *cliflag.FlagSet) {
 	fs.Size(&f.cacheSize, "cache-size", cachefront.DefaultCacheSize, "front cache byte budget, with units (e.g. 512MiB, 1.5GiB)")
 	fs.Size(&f.maxObject, "max-object", cachefront.DefaultMaxObject, "largest response the front caches; larger ones stream through")
 	fs.StringVar(&f.admin, "admin", "", "front admin listener (/metrics, purge), e.g. 127.0.0.1:9090; empty for none")
+	fs.IntVar(&f.maxConns, "max-conns", 0, "client connections per front port (0: from the open-file limit, with a reserve for the origin)")
+	fs.DurationVar(&f.bodyTimeout, "body-timeout", cachefront.DefaultBodyTimeout, "longest a request body may send nothing")
+	fs.Int64Var(&f.minBodyRate, "min-body-rate", cachefront.DefaultMinBodyRate, "slowest average rate (bytes/s) of a request body after --body-timeout")
+	fs.DurationVar(&f.uploadLimit, "upload-timeout", cachefront.DefaultUploadTimeout, "longest a whole request body may take")
+}
+
+func (f *frontFlags) config(listen string) node.FrontConfig {
+	return node.FrontConfig{
+		Listen: listen, CacheSize: f.cacheSize, MaxObject: f.maxObject, Admin: f.admin,
+		MaxConns: f.maxConns, BodyTimeout: f.bodyTimeout, MinBodyRate: f.minBodyRate, UploadTimeout: f.uploadLimit,
+	}
+}
+
+// httpFlags bound what one client can hold of an app process.
+type httpFlags struct{ limits node.HTTPLimits }
+
+func (f *httpFlags) register(fs *cliflag.FlagSet) {
+	fs.Int64Var(&f.limits.UploadMinRate, "upload-min-rate", httpapi.DefaultUploadMinRate, "slowest average rate (bytes/s) of an upload after 30s")
+	fs.IntVar(&f.limits.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "blob bodies one app process streams at once; more wait --stream-wait, then 503")
+	fs.DurationVar(&f.limits.StreamWait, "stream-wait", httpapi.DefaultStreamWait, "how long a download waits for a free stream")
+	fs.DurationVar(&f.limits.SendTimeout, "send-timeout", httpapi.DefaultSendTimeout, "longest one write to a client may take before it is dropped")
 }
 
 // replicationFlags locate a primary and its standby for /monitor/replication.

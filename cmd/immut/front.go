@@ -57,7 +57,8 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	f, err := cachefront.New(cachefront.Config{
 		Routes: routes, Admin: ff.admin, Token: *token,
-		CacheSize: ff.cacheSize, MaxObject: ff.maxObject,
+		CacheSize: ff.cacheSize, MaxObject: ff.maxObject, MaxConns: ff.maxConns,
+		BodyTimeout: ff.bodyTimeout, MinBodyRate: ff.minBodyRate, UploadTimeout: ff.uploadLimit,
 		HealthInterval: *healthInterval, WaitTimeout: *waitTimeout, OriginTimeout: *originTimeout,
 		StaleIfError: *staleIfError, SkipVerify: *skipVerify, NoFastPath: *noFastPath, Logger: log,
 	})

@@ -29,6 +29,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var rf replicationFlags
 	var lf logFlags
 	var sf storeFlags
+	var hf httpFlags
+	hf.register(fs)
 	tf.register(fs)
 	rf.register(fs, "replication-")
 	lf.register(fs)
@@ -55,7 +57,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	app := node.AppSettings{DSN: *dsn, Token: *token, Store: sf.limits(), Replication: rf.sources(), LogLevel: lf.level}
+	app := node.AppSettings{DSN: *dsn, Token: *token, Store: sf.limits(), HTTP: hf.limits, Replication: rf.sources(), LogLevel: lf.level}
 	if *workers == 0 {
 		return node.RunApp(ctx, node.AppConfig{AppSettings: app, Worker: -1, Listen: *listen, Logger: log})
 	}

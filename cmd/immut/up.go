@@ -32,8 +32,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var ff frontFlags
 	var lf logFlags
 	var sf storeFlags
+	var hf httpFlags
 	tf.register(fs)
 	ff.register(fs)
+	hf.register(fs)
 	lf.register(fs)
 	sf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -59,8 +61,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return node.Up(ctx, node.Config{
 		Layout: layout, DSN: *dsn, Token: *token, PGUser: *pgUser, Standby: *standby, RPO: *rpo,
 		Workers: *workers, BasePort: tf.basePort, Procs: tf.procs,
-		App:    node.AppSettings{Store: sf.limits(), LogLevel: lf.level},
-		Front:  node.FrontConfig{Listen: *listen, CacheSize: ff.cacheSize, MaxObject: ff.maxObject, Admin: ff.admin},
+		App:    node.AppSettings{Store: sf.limits(), HTTP: hf.limits, LogLevel: lf.level},
+		Front:  ff.config(*listen),
 		Output: stderr, Logger: log,
 		Ready: func(i node.Info) { i.WriteBanner(stdout, selfCommand()) },
 	})

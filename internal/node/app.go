@@ -27,12 +27,22 @@ type StoreLimits struct {
 	MaxImagePixels int64 `json:"max_image_pixels,omitempty"`
 }
 
+// HTTPLimits bound what one client can hold of an app process. Zero values
+// are httpapi's defaults.
+type HTTPLimits struct {
+	UploadMinRate int64         `json:"upload_min_rate,omitempty"`
+	MaxStreams    int           `json:"max_streams,omitempty"`
+	StreamWait    time.Duration `json:"stream_wait,omitempty"`
+	SendTimeout   time.Duration `json:"send_timeout,omitempty"`
+}
+
 // AppSettings are what every app process needs, whether `immut serve` runs
 // it in its own process or a supervisor runs it as a worker.
 type AppSettings struct {
 	DSN   string      `json:"dsn"`
 	Token string      `json:"token"`
 	Store StoreLimits `json:"store"`
+	HTTP  HTTPLimits  `json:"http"`
 	// Replication, when it names a server, gives the process
 	// /monitor/replication and the replication gauges.
 	Replication replication.Sources `json:"replication"`
@@ -143,7 +153,11 @@ func newAPI(pool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*httpapi.Serve
 	if err != nil {
 		return nil, err
 	}
-	acfg := httpapi.Config{Store: store, Token: cfg.Token, Version: buildinfo.Version(), Worker: cfg.Worker, Logger: log, Registry: prometheus.NewRegistry()}
+	acfg := httpapi.Config{
+		Store: store, Token: cfg.Token, Version: buildinfo.Version(), Worker: cfg.Worker, Logger: log, Registry: prometheus.NewRegistry(),
+		MaxInlinePixels: cfg.Store.MaxImagePixels, UploadMinRate: cfg.HTTP.UploadMinRate,
+		MaxStreams: cfg.HTTP.MaxStreams, StreamWait: cfg.HTTP.StreamWait, SendTimeout: cfg.HTTP.SendTimeout,
+	}
 	if r := cfg.Replication; r.PrimaryDSN != "" || r.StandbyDSN != "" {
 		mon := replication.NewMonitor(r, replication.Thresholds{})
 		if err := mon.Register(acfg.Registry); err != nil {

@@ -20,6 +20,12 @@ type FrontConfig struct {
 	CacheSize, MaxObject int64
 	// Admin is the front's admin listener (metrics, purge); empty for none.
 	Admin string
+	// MaxConns, BodyTimeout, MinBodyRate, UploadTimeout: see
+	// cachefront.Config. Zero: its defaults.
+	MaxConns      int
+	BodyTimeout   time.Duration
+	MinBodyRate   int64
+	UploadTimeout time.Duration
 }
 
 // Endpoints are where a running deployment answers.
@@ -68,7 +74,9 @@ func RunTopology(ctx context.Context, t Topology) error {
 	cachefront.ApplyMemoryLimit(max(t.Front.CacheSize, 0))
 	front, err := cachefront.New(cachefront.Config{
 		Routes: routes, Admin: t.Front.Admin, Token: t.Token,
-		CacheSize: t.Front.CacheSize, MaxObject: t.Front.MaxObject, Logger: t.Logger,
+		CacheSize: t.Front.CacheSize, MaxObject: t.Front.MaxObject, MaxConns: t.Front.MaxConns,
+		BodyTimeout: t.Front.BodyTimeout, MinBodyRate: t.Front.MinBodyRate, UploadTimeout: t.Front.UploadTimeout,
+		Logger: t.Logger,
 	})
 	if err != nil {
 		return err
