@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/immut/immut/blobstore"
@@ -20,20 +19,6 @@ import (
 	"github.com/immut/immut/internal/pgcluster/pgtest"
 	"github.com/immut/immut/replication"
 )
-
-func execSQL(t *testing.T, dsn, sql string, args ...any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
 
 // TestSwitchover: a planned switchover under a steady writer loses nothing
 // acknowledged; the new primary takes writes, archives its timeline history,
@@ -136,7 +121,7 @@ func TestSwitchover(t *testing.T) {
 	if _, _, err := newStore.Put(ctx, bytes.NewReader(late), blobstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	execSQL(t, p.standby.DSN("postgres"), "SELECT pg_switch_wal()")
+	pgtest.Exec(t, p.standby.DSN("postgres"), "SELECT pg_switch_wal()")
 	rebuilt := openStore(t, standby2.DSN("immut"))
 	waitFor(t, 30*time.Second, "a new write on the rebuilt standby", func() bool {
 		_, err := rebuilt.Stat(ctx, blobstore.Sum(late))
@@ -242,7 +227,7 @@ func TestArchiveUnwritable(t *testing.T) {
 	if err := mon.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	execSQL(t, p.primary.DSN("postgres"), "CREATE TABLE filler (v text)")
+	pgtest.Exec(t, p.primary.DSN("postgres"), "CREATE TABLE filler (v text)")
 	// Each switch finishes a 16 MiB segment; one every half second keeps
 	// the archiver busy without piling up a backlog to copy later.
 	var lastSwitch time.Time
@@ -252,8 +237,8 @@ func TestArchiveUnwritable(t *testing.T) {
 			return
 		}
 		lastSwitch = time.Now()
-		execSQL(t, p.primary.DSN("postgres"), "INSERT INTO filler SELECT 'x' FROM generate_series(1, 100)")
-		execSQL(t, p.primary.DSN("postgres"), "SELECT pg_switch_wal()")
+		pgtest.Exec(t, p.primary.DSN("postgres"), "INSERT INTO filler SELECT 'x' FROM generate_series(1, 100)")
+		pgtest.Exec(t, p.primary.DSN("postgres"), "SELECT pg_switch_wal()")
 	}
 	waitFor(t, 30*time.Second, "a healthy pair", func() bool { ok, _ := mon.Check(ctx); return ok })
 
@@ -300,7 +285,7 @@ func TestArchiveUnwritable(t *testing.T) {
 	}
 
 	// Promoting the standby behind the running primary's back.
-	execSQL(t, p.standby.DSN("postgres"), "SELECT pg_promote(false)")
+	pgtest.Exec(t, p.standby.DSN("postgres"), "SELECT pg_promote(false)")
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := replication.WaitPromoted(wctx, p.standby.DSN("postgres")); err != nil {
@@ -329,7 +314,7 @@ func TestMeasureVisibility(t *testing.T) {
 		}
 		start := time.Now()
 		if switchWAL {
-			execSQL(t, p.primary.DSN("postgres"), "SELECT pg_switch_wal()")
+			pgtest.Exec(t, p.primary.DSN("postgres"), "SELECT pg_switch_wal()")
 		}
 		h := blobstore.Sum(data)
 		deadline := start.Add(3*rpo + 5*time.Second)

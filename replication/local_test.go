@@ -110,8 +110,8 @@ func TestLocalLayout(t *testing.T) {
 	// The archive is private to this standby: a restartpoint removes the
 	// segments it no longer needs (archive_cleanup_command).
 	oldest := oldestSegment(t, archive)
-	execSQL(t, primary.DSN("postgres"), "CHECKPOINT")
-	execSQL(t, primary.DSN("postgres"), "SELECT pg_switch_wal()")
+	pgtest.Exec(t, primary.DSN("postgres"), "CHECKPOINT")
+	pgtest.Exec(t, primary.DSN("postgres"), "SELECT pg_switch_wal()")
 	var target string
 	pgtest.QueryRow(t, primary.DSN("postgres"), "SELECT pg_current_wal_lsn()::text", &target)
 	want, _ := replication.ParseLSN(target)
@@ -121,7 +121,7 @@ func TestLocalLayout(t *testing.T) {
 		got, _ := replication.ParseLSN(replay)
 		return got >= want
 	})
-	execSQL(t, standby.DSN("postgres"), "CHECKPOINT")
+	pgtest.Exec(t, standby.DSN("postgres"), "CHECKPOINT")
 	waitFor(t, 30*time.Second, "archive cleanup of "+oldest, func() bool {
 		return !fileExists(filepath.Join(archive, oldest))
 	})
@@ -174,9 +174,9 @@ func TestStreaming(t *testing.T) {
 	}
 	defer standby.Stop(ctx)
 	var times []time.Duration
-	execSQL(t, primary.DSN("postgres"), "CREATE TABLE s (v int)")
+	pgtest.Exec(t, primary.DSN("postgres"), "CREATE TABLE s (v int)")
 	for i := range 9 {
-		execSQL(t, primary.DSN("postgres"), "INSERT INTO s VALUES ($1)", i)
+		pgtest.Exec(t, primary.DSN("postgres"), "INSERT INTO s VALUES ($1)", i)
 		start := time.Now()
 		waitFor(t, 30*time.Second, "the row on the standby", func() bool {
 			var n int

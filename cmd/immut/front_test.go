@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,30 +19,12 @@ import (
 	"github.com/immut/immut/internal/pgcluster/pgtest"
 )
 
-// lockedBuffer collects a command's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startFrontCmd runs `immut front` in-process and returns its listen
 // addresses, in --map order, and a stop function that checks a clean exit.
 func startFrontCmd(t *testing.T, args ...string) ([]string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errb lockedBuffer
+	var out, errb syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- runFront(ctx, args, &out, &errb) }()
 	var addrs []string

@@ -141,8 +141,8 @@ func sanitize(s string) string {
 	}, s)
 }
 
-// Exec runs sql on dsn, failing the test on error.
-func Exec(t testing.TB, dsn, sql string) {
+// Exec runs sql (with args) on dsn, failing the test on error.
+func Exec(t testing.TB, dsn, sql string, args ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -151,7 +151,7 @@ func Exec(t testing.TB, dsn, sql string) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql); err != nil {
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
