@@ -39,9 +39,11 @@ func (b *backend) setUp(up bool, log *slog.Logger, why string) {
 }
 
 // pick returns the backend for a listener whose own backend is own: its own
-// when that is up, else the next healthy one in ring order (failover), else
-// its own anyway (health may be stale). tried masks backends that already
-// refused this request; nil means nothing left to try.
+// when that is up, else the next healthy one in ring order (failover). tried
+// masks backends that already refused this request. nil means that no
+// backend is up: the request is answered 503 at once (or from a stale
+// copy) rather than sent to a process that stopped answering, whose
+// connections would only time out.
 func (f *Front) pick(own int, tried uint64) *backend {
 	n := len(f.backends)
 	for k := 0; k < n && k < 64; k++ {
@@ -50,11 +52,12 @@ func (f *Front) pick(own int, tried uint64) *backend {
 			return f.backends[j]
 		}
 	}
-	if tried&(1<<own) == 0 {
-		return f.backends[own]
-	}
 	return nil
 }
+
+// ErrNoBackend reports that every backend is down (failing its health
+// check or refusing connections): the front answers 503 with Retry-After.
+var ErrNoBackend = errors.New("no backend is up")
 
 // index of b in f.backends.
 func (f *Front) index(b *backend) int {

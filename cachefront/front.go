@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,8 @@ type Front struct {
 	wg         sync.WaitGroup // detached origin fetches and background loops
 
 	date atomic.Pointer[cachedDate] // the Date field, formatted once a second
+
+	retryAfter []byte // Retry-After of a 503 when no backend is up: the health interval, in seconds
 
 	admin    *http.Server
 	adminLn  net.Listener
@@ -139,6 +142,7 @@ func New(cfg Config) (*Front, error) {
 			return http.ErrUseLastResponse
 		},
 	}
+	f.retryAfter = strconv.AppendInt(nil, int64(max(1, (cfg.HealthInterval+time.Second-1)/time.Second)), 10)
 	f.m = newMetrics(f)
 	byAddr := map[string]int{}
 	for _, r := range cfg.Routes {

@@ -77,12 +77,12 @@ func TestFailover(t *testing.T) {
 	a.unhealthy.Store(false)
 	eventually(t, 3*time.Second, "port 0 back on A", func() bool { return servedBy() == "A" })
 
-	// Nothing reachable at all: 502 with a JSON body.
+	// Nothing reachable at all: 503 with Retry-After and a JSON body.
 	a.srv.Close()
 	b.srv.Close()
 	r := get(t, urls[0]+"/pass")
-	if r.status != http.StatusBadGateway || !strings.Contains(string(r.body), `"error"`) {
-		t.Fatalf("all down: %d %s, want 502 JSON", r.status, r.body)
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(string(r.body), `"error"`) || r.header.Get("Retry-After") != "1" {
+		t.Fatalf("all down: %d %s (Retry-After %q), want 503 JSON with Retry-After: 1", r.status, r.body, r.header.Get("Retry-After"))
 	}
 }
 
@@ -304,14 +304,15 @@ func TestExpiryAndStaleIfError(t *testing.T) {
 	if !strings.Contains(r.header.Get("Cache-Status"), "stale") {
 		t.Fatalf("Cache-Status %q does not say stale", r.header.Get("Cache-Status"))
 	}
-	// The origin is gone: still the stale copy; a key never cached gets 502.
+	// The origin is gone: still the stale copy; a key never cached gets
+	// 503 (the refused connection marked the only backend down).
 	o.srv.Close()
 	if r := get(t, url); r.status != 200 || string(r.body) != latest {
 		t.Fatalf("origin down: %d %q, want the stale %q", r.status, r.body, latest)
 	}
 	r = get(t, urls[0]+"/case/never-seen")
-	if r.status != http.StatusBadGateway || r.header.Get("Content-Type") != "application/json" {
-		t.Fatalf("uncached key with origin down: %d %s, want 502 JSON", r.status, r.header.Get("Content-Type"))
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Content-Type") != "application/json" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("uncached key with origin down: %d %s Retry-After %q, want 503 JSON with Retry-After", r.status, r.header.Get("Content-Type"), r.header.Get("Retry-After"))
 	}
 	if got := counterValue(f.m.stale); got != 2 {
 		t.Fatalf("stale_served_total = %v, want 2", got)

@@ -36,6 +36,22 @@ type testOrigin struct {
 
 	unhealthy atomic.Bool // /healthz answers 503
 	failing   atomic.Bool // everything else answers 503
+	// stalled, when set, holds every request (/healthz too) until it is
+	// closed, as a process stopped with SIGSTOP would.
+	stalled atomic.Pointer[chan struct{}]
+}
+
+// stall holds every request until the test ends or unstall is called.
+func (o *testOrigin) stall() {
+	ch := make(chan struct{})
+	o.stalled.Store(&ch)
+	o.t.Cleanup(o.unstall) // before the server's Close, which waits for handlers
+}
+
+func (o *testOrigin) unstall() {
+	if ch := o.stalled.Swap(nil); ch != nil {
+		close(*ch)
+	}
 }
 
 func newOrigin(t *testing.T, name string) *testOrigin {
@@ -102,6 +118,12 @@ func jsonError(w http.ResponseWriter, status int, msg string) {
 }
 
 func (o *testOrigin) serve(w http.ResponseWriter, r *http.Request) {
+	if ch := o.stalled.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-r.Context().Done():
+		}
+	}
 	w.Header().Set("X-Origin", o.name)
 	if r.URL.Path == "/healthz" {
 		if o.unhealthy.Load() {

@@ -42,7 +42,7 @@ func newMetrics(f *Front) *metrics {
 	m.bytesFromCache = c("cache_served_bytes_total", "Body bytes written from cached objects.")
 	m.passes = c("pass_requests_total", "Requests forwarded to the origin without the cache (writes, uncacheable answers, Authorization).")
 	m.failover = c("failovers_total", "Origin requests sent to another backend because the listener's own backend refused the connection.")
-	m.originErrors = c("origin_errors_total", "Requests answered 502/504 by the front because no backend could answer.")
+	m.originErrors = c("origin_errors_total", "Requests answered 502, 503 or 504 by the front because no backend could answer (503 with Retry-After: none was up).")
 	m.clientErrors = c("client_errors_total", "Requests the front refused as the client's fault (400: a blob URL not in its canonical form, a request body that could not be read).")
 	m.connsEvicted = c("connections_evicted_total", "Idle client connections closed to make room for new ones at the MaxConns cap.")
 	m.connsRefused = c("connections_refused_total", "Client connections answered 503 and closed at the MaxConns cap because no connection was idle.")

@@ -42,6 +42,7 @@ var (
 	hdrAge          = []byte("Age")
 	hdrContentRange = []byte("Content-Range")
 	hdrCacheControl = []byte("Cache-Control")
+	hdrRetryAfter   = []byte("Retry-After")
 	valHit          = []byte("HIT")
 	valMiss         = []byte("MISS")
 	statusHit       = []byte("immut; hit")
@@ -601,12 +602,19 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 	return w.c.Write(p)
 }
 
-// writeOriginError answers for an origin that could not be reached.
+// writeOriginError answers for an origin that could not be reached: 503
+// with Retry-After when no backend is up, 504 for one that timed out, else
+// 502.
 func (f *Front) writeOriginError(ctx *fasthttp.RequestCtx, err error) {
 	f.m.originErrors.Inc()
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()) {
 		f.writeError(ctx, http.StatusGatewayTimeout, "origin timed out")
+		return
+	}
+	if errors.Is(err, ErrNoBackend) {
+		f.writeError(ctx, http.StatusServiceUnavailable, "no app process is up")
+		ctx.Response.Header.SetCanonical(hdrRetryAfter, f.retryAfter)
 		return
 	}
 	if errors.Is(err, ErrDigestMismatch) {
@@ -635,7 +643,10 @@ func (f *Front) roundTrip(req *http.Request, own int, body *guardedBody) (*http.
 	for {
 		b := f.pick(own, tried)
 		if b == nil {
-			return nil, nil, lastErr
+			if lastErr != nil {
+				return nil, nil, fmt.Errorf("%w (last error: %w)", ErrNoBackend, lastErr)
+			}
+			return nil, nil, ErrNoBackend
 		}
 		req.URL.Host = b.addr
 		resp, err := f.transport.RoundTrip(req)
