@@ -570,3 +570,33 @@ func readFrom(path string, offset int64, n int) string {
 	}
 	return tail(b[offset:], n)
 }
+
+// ServerUser is the OS identity PostgreSQL's processes run as: the caller,
+// or RunAs when the caller is root. Tools that run PostgreSQL through
+// another program (Patroni) start that program as this user.
+type ServerUser struct{ o owner }
+
+// LookupServerUser resolves runAs ("" means postgres) as Config.RunAs does.
+func LookupServerUser(runAs string) (ServerUser, error) {
+	cfg := Config{RunAs: runAs}
+	o, err := cfg.owner()
+	return ServerUser{o}, err
+}
+
+// Command runs the program at path as the server user, in its own process
+// group, from "/".
+func (u ServerUser) Command(path string, args ...string) *exec.Cmd {
+	cmd := u.o.command(context.Background(), filepath.Dir(path), filepath.Base(path), args...)
+	return cmd
+}
+
+// Own gives path to the server user (when the caller is root).
+func (u ServerUser) Own(path string) error {
+	if !u.o.asRoot {
+		return nil
+	}
+	return os.Chown(path, u.o.uid, u.o.gid)
+}
+
+// CheckReachable fails when the server user cannot walk down to dir.
+func (u ServerUser) CheckReachable(dir string) error { return u.o.checkReachable(dir) }

@@ -1,0 +1,215 @@
+// Package patroni runs a PostgreSQL cluster managed by Patroni on a private
+// etcd, on one host (the embedded default of `immut up --ha`), and talks to
+// any Patroni cluster through its REST API: members, roles, lag, switchover.
+// Patroni does the failover; this package writes its configuration, starts
+// and supervises etcd and the members, and stops them.
+package patroni
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultMembers  = 2
+	DefaultTTL      = 10 * time.Second
+	DefaultLoopWait = 1 * time.Second
+)
+
+// Config is a cluster on this host. Zero values are the defaults.
+type Config struct {
+	// Dir holds everything: the etcd data, one data directory per member,
+	// the generated configuration, ports and secrets. Required.
+	Dir string
+	// Members is the number of PostgreSQL servers. Zero: 2.
+	Members int
+	// BinDir holds PostgreSQL's server binaries. Required.
+	BinDir string
+	// ArchiveCommand, if set, is the members' archive_command (immut
+	// wal-push): the WAL archive goes on being fed whoever leads.
+	ArchiveCommand string
+	// ArchiveTimeout is the members' archive_timeout. Zero: 60s.
+	ArchiveTimeout time.Duration
+	// TTL and LoopWait are Patroni's leader-key lifetime and loop period:
+	// a lost leader is replaced within about TTL. Zero: 10s and 1s.
+	TTL, LoopWait time.Duration
+	// RunAs is the OS user the members run as when the caller is root.
+	// Empty: postgres.
+	RunAs string
+}
+
+func (cfg Config) withDefaults() Config {
+	if cfg.Members == 0 {
+		cfg.Members = DefaultMembers
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.LoopWait == 0 {
+		cfg.LoopWait = DefaultLoopWait
+	}
+	if cfg.ArchiveTimeout == 0 {
+		cfg.ArchiveTimeout = 60 * time.Second
+	}
+	return cfg
+}
+
+// Ports are the loopback ports of a cluster, chosen on its first start and
+// kept in <Dir>/ports.json, so that DSNs and REST addresses stay valid.
+type Ports struct {
+	EtcdClient int   `json:"etcd_client"`
+	EtcdPeer   int   `json:"etcd_peer"`
+	REST       []int `json:"rest"`     // per member
+	Postgres   []int `json:"postgres"` // per member
+}
+
+// Secrets are the cluster's passwords, generated on its first start and kept
+// in <Dir>/secrets.json (mode 0600).
+type Secrets struct {
+	Superuser   string `json:"superuser"`
+	Replication string `json:"replication"`
+	Rewind      string `json:"rewind"`
+}
+
+// MemberName is member i's name in Patroni: pg1, pg2, ...
+func MemberName(i int) string { return fmt.Sprintf("pg%d", i+1) }
+
+// loadOrCreate reads a JSON file, or creates it with make() (mode 0600).
+func loadOrCreate[T any](path string, make func() (T, error)) (T, error) {
+	var v T
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &v); err != nil {
+			return v, fmt.Errorf("%s: %w", path, err)
+		}
+		return v, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return v, err
+	}
+	v, err := make()
+	if err != nil {
+		return v, err
+	}
+	b, _ := json.MarshalIndent(v, "", "  ")
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return v, err
+	}
+	return v, nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("choosing ports: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func newPorts(members int) (Ports, error) {
+	ps, err := freePorts(2 + 2*members)
+	if err != nil {
+		return Ports{}, err
+	}
+	return Ports{EtcdClient: ps[0], EtcdPeer: ps[1], REST: ps[2 : 2+members], Postgres: ps[2+members:]}, nil
+}
+
+func newSecrets() (Secrets, error) {
+	word := func() (string, error) {
+		b := make([]byte, 18)
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		return hex.EncodeToString(b), nil
+	}
+	var s Secrets
+	var err error
+	for _, p := range []*string{&s.Superuser, &s.Replication, &s.Rewind} {
+		if *p, err = word(); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+// memberConfig is member i's Patroni configuration file. It is YAML; every
+// string is written JSON-quoted, which YAML reads as the same string.
+func memberConfig(cfg Config, p Ports, s Secrets, i int) []byte {
+	q := func(v string) string { b, _ := json.Marshal(v); return string(b) }
+	dir := filepath.Join(cfg.Dir, MemberName(i))
+	params := []string{
+		"wal_level: replica", `hot_standby: "on"`, "max_wal_senders: 10", "max_replication_slots: 10",
+		`wal_log_hints: "on"`, "wal_keep_size: 256MB",
+	}
+	if cfg.ArchiveCommand != "" {
+		params = append(params, `archive_mode: "on"`, "archive_command: "+q(cfg.ArchiveCommand),
+			fmt.Sprintf("archive_timeout: %ds", int(cfg.ArchiveTimeout.Seconds())))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Generated by immut for member %[1]s of the cluster in %[2]s; rewritten at each start.
+scope: immut
+name: %[1]s
+log:
+  level: WARNING
+restapi:
+  listen: 127.0.0.1:%[3]d
+  connect_address: 127.0.0.1:%[3]d
+etcd3:
+  hosts: 127.0.0.1:%[4]d
+bootstrap:
+  dcs:
+    ttl: %[5]d
+    loop_wait: %[6]d
+    retry_timeout: %[7]d
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    postgresql:
+      use_pg_rewind: true
+      parameters:
+`, MemberName(i), cfg.Dir, p.REST[i], p.EtcdClient, int(cfg.TTL.Seconds()), max(int(cfg.LoopWait.Seconds()), 1), max(int(cfg.TTL.Seconds())/2-1, 2))
+	for _, l := range params {
+		fmt.Fprintf(&b, "        %s\n", l)
+	}
+	fmt.Fprintf(&b, `  initdb:
+  - encoding: UTF8
+  - data-checksums
+  pg_hba:
+  - local all all trust
+  - host replication replicator 127.0.0.1/32 scram-sha-256
+  - host all all 127.0.0.1/32 scram-sha-256
+postgresql:
+  listen: 127.0.0.1:%[1]d
+  connect_address: 127.0.0.1:%[1]d
+  data_dir: %[2]s
+  bin_dir: %[3]s
+  pgpass: %[4]s
+  basebackup:
+  - checkpoint: fast
+  authentication:
+    superuser: {username: postgres, password: %[5]s}
+    replication: {username: replicator, password: %[6]s}
+    rewind: {username: rewinder, password: %[7]s}
+  parameters:
+    unix_socket_directories: %[8]s
+`, p.Postgres[i], q(dir), q(cfg.BinDir), q(filepath.Join(cfg.Dir, "pgpass-"+MemberName(i))),
+		q(s.Superuser), q(s.Replication), q(s.Rewind), q(cfg.Dir))
+	return []byte(b.String())
+}
