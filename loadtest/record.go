@@ -117,12 +117,19 @@ func (s *shard) record(j job, res *result) {
 	}
 }
 
-// collector merges the shards once per interval into the interval's record
-// and the run's totals.
+// collector merges the shards once per interval into the timeline and the
+// run's totals.
 type collector struct {
-	mu        sync.Mutex
+	mu    sync.Mutex
+	fresh [numOps]*opRec // what this collect took from the shards
+	total [numOps]*opRec
+	// cur and curLag fill the timeline interval that began at curFrom (the
+	// measured start for the first one). An interval shorter than half the
+	// period is carried into the next rather than drawn as a dip: the first
+	// tick can come a moment after the measured start.
 	cur       [numOps]*opRec
-	total     [numOps]*opRec
+	curLag    *hdrhistogram.Histogram
+	curFrom   time.Time
 	last      *hdrhistogram.Histogram
 	lag       *hdrhistogram.Histogram // send lag over the whole run
 	lastAt    time.Time
@@ -132,37 +139,42 @@ type collector struct {
 
 func (c *collector) init() {
 	for i := range c.cur {
+		c.fresh[i] = newOpRec()
 		c.cur[i] = newOpRec()
 		c.total[i] = newOpRec()
 	}
 	c.last = newHist()
 	c.lag = newHist()
+	c.curLag = newHist()
 }
 
 // collect empties the shards at now, appends a timeline interval if now is in
-// the measured phase, and reports progress.
+// the measured phase, and reports progress. The final collect (phase "done")
+// appends whatever remains, however short.
 func (r *runner) collect(now time.Time, phase string) {
 	c := &r.col
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.last.Reset()
-	for _, o := range c.cur {
+	for _, o := range c.fresh {
 		o.reset()
 	}
 	for _, sh := range r.shards {
 		sh.mu.Lock()
 		for i, o := range sh.ops {
-			c.cur[i].merge(o)
+			c.fresh[i].merge(o)
 			o.reset()
 		}
 		c.last.Merge(sh.warm)
 		sh.warm.Reset()
 		c.lag.Merge(sh.lag)
+		c.curLag.Merge(sh.lag)
 		sh.lag.Reset()
 		sh.mu.Unlock()
 	}
-	for i, o := range c.cur {
+	for i, o := range c.fresh {
 		c.total[i].merge(o)
+		c.cur[i].merge(o)
 		c.last.Merge(o.corrected)
 	}
 	prev := c.lastAt
@@ -178,25 +190,12 @@ func (r *runner) collect(now time.Time, phase string) {
 	c.lastDone = done
 
 	if now.After(r.measureStart) {
-		from := prev
+		from := c.curFrom
 		if from.Before(r.measureStart) {
 			from = r.measureStart
 		}
-		iv := Interval{
-			T:          secondsMS(now.Sub(r.measureStart)),
-			Seconds:    secondsMS(now.Sub(from)),
-			TargetRate: r.rateAt(earliest(now, r.end).Sub(r.schedStart)),
-			InFlight:   r.inflight.Load(),
-		}
-		all := newOpRec()
-		for i, o := range c.cur {
-			iv.Ops = append(iv.Ops, intervalOp(Op(i).String(), o))
-			all.merge(o)
-		}
-		iv.All = intervalOp("all", all)
-		iv.Errors = errorCounts(all.errors)
-		if iv.Seconds > 0 || all.requests > 0 {
-			c.intervals = append(c.intervals, iv)
+		if now.Sub(from) >= r.cfg.Interval/2 || phase == "done" {
+			c.emit(r, now, from)
 		}
 	}
 
@@ -216,6 +215,30 @@ func (r *runner) collect(now time.Time, phase string) {
 	}
 }
 
+// emit appends the interval from..now of the timeline and starts the next.
+func (c *collector) emit(r *runner, now, from time.Time) {
+	iv := Interval{
+		T:          secondsMS(now.Sub(r.measureStart)),
+		Seconds:    secondsMS(now.Sub(from)),
+		TargetRate: r.rateAt(earliest(now, r.end).Sub(r.schedStart)),
+		InFlight:   r.inflight.Load(),
+		SendLag:    latency(c.curLag, false),
+	}
+	all := newOpRec()
+	for i, o := range c.cur {
+		iv.Ops = append(iv.Ops, intervalOp(Op(i).String(), o))
+		all.merge(o)
+		o.reset()
+	}
+	c.curLag.Reset()
+	c.curFrom = now
+	iv.All = intervalOp("all", all)
+	iv.Errors = errorCounts(all.errors)
+	if iv.Seconds > 0 || all.requests > 0 {
+		c.intervals = append(c.intervals, iv)
+	}
+}
+
 // secondsMS rounds a duration to milliseconds, in seconds, so reports do not
 // carry meaningless nanosecond digits.
 func secondsMS(d time.Duration) float64 {
@@ -223,7 +246,8 @@ func secondsMS(d time.Duration) float64 {
 }
 
 func intervalOp(name string, o *opRec) IntervalOp {
-	io := IntervalOp{Op: name, Requests: o.requests, OK: o.ok, Hits: o.hits, Misses: o.misses}
+	io := IntervalOp{Op: name, Requests: o.requests, OK: o.ok, Dropped: o.errors[kindDropped], Hits: o.hits, Misses: o.misses,
+		BytesSent: o.sent, BytesReceived: o.recv}
 	for _, v := range o.errors {
 		io.Errors += v
 	}
@@ -293,6 +317,7 @@ func opStats(name string, o *opRec, seconds float64) OpStats {
 	for _, e := range s.Errors {
 		s.ErrorTotal += e.Count
 	}
+	s.Histogram, s.ServiceHistogram = encodeHist(o.corrected), encodeHist(o.service)
 	if seconds > 0 {
 		// Drops were scheduled but never sent: they are not throughput.
 		s.Rate = float64(o.requests-o.errors[kindDropped]) / seconds
@@ -341,6 +366,19 @@ func (r *runner) report(measured time.Duration, interrupted bool) *Report {
 	rep.All = opStats("all", all, secs)
 	rep.SendLag = latency(c.lag, false)
 	return rep
+}
+
+// encodeHist is h in HdrHistogram's V2 compressed base64 encoding, or ""
+// when it is empty.
+func encodeHist(h *hdrhistogram.Histogram) string {
+	if h.TotalCount() == 0 {
+		return ""
+	}
+	b, err := h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	if err != nil {
+		return "" // only an unknown version fails
+	}
+	return string(b)
 }
 
 func earliest(a, b time.Time) time.Time {

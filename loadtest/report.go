@@ -68,6 +68,11 @@ type OpStats struct {
 	MissLatency   Latency      `json:"miss_latency"`
 	BytesSent     int64        `json:"bytes_sent"`
 	BytesReceived int64        `json:"bytes_received"`
+	// Histogram and ServiceHistogram are Latency's and Service's HDR
+	// histograms in microseconds, in HdrHistogram's V2 compressed encoding
+	// (base64, as in its .hlog files): WriteHGRM exports them.
+	Histogram        string `json:"histogram,omitempty"`
+	ServiceHistogram string `json:"service_histogram,omitempty"`
 }
 
 // HitRatio is hits over requests that carried X-Cache, or NaN without any.
@@ -117,7 +122,8 @@ type Interval struct {
 	T          float64      `json:"t"`       // seconds from the measured start to the interval's end
 	Seconds    float64      `json:"seconds"` // the interval's length
 	TargetRate float64      `json:"target_rate"`
-	InFlight   int64        `json:"inflight"`
+	InFlight   int64        `json:"inflight"` // requests in flight at the interval's end
+	SendLag    Latency      `json:"send_lag"` // of the requests that completed in the interval
 	Ops        []IntervalOp `json:"ops"`
 	All        IntervalOp   `json:"all"`
 	Errors     []ErrorCount `json:"errors,omitempty"`
@@ -125,16 +131,20 @@ type Interval struct {
 
 // IntervalOp is one operation's results within an interval (corrected latency).
 type IntervalOp struct {
-	Op       string  `json:"op"`
-	Requests int64   `json:"requests"`
-	OK       int64   `json:"ok"`
-	Errors   int64   `json:"errors"`
-	Hits     int64   `json:"hits"`
-	Misses   int64   `json:"misses"`
-	P50MS    float64 `json:"p50_ms"`
-	P90MS    float64 `json:"p90_ms"`
-	P99MS    float64 `json:"p99_ms"`
-	MaxMS    float64 `json:"max_ms"`
+	Op       string `json:"op"`
+	Requests int64  `json:"requests"`
+	OK       int64  `json:"ok"`
+	Errors   int64  `json:"errors"`  // drops included
+	Dropped  int64  `json:"dropped"` // never sent: no free slot within max-lag
+	Hits     int64  `json:"hits"`
+	Misses   int64  `json:"misses"`
+	// BytesSent and BytesReceived count request and response bodies.
+	BytesSent     int64   `json:"bytes_sent"`
+	BytesReceived int64   `json:"bytes_received"`
+	P50MS         float64 `json:"p50_ms"`
+	P90MS         float64 `json:"p90_ms"`
+	P99MS         float64 `json:"p99_ms"`
+	MaxMS         float64 `json:"max_ms"`
 }
 
 // ThresholdResult is the verdict on one --fail-if condition.

@@ -306,4 +306,18 @@ func TestWarmupAndRamp(t *testing.T) {
 	if !(first.TargetRate < last.TargetRate) || last.TargetRate < 280 {
 		t.Errorf("target rate %v → %v, want it to climb to 300", first.TargetRate, last.TargetRate)
 	}
+	// The tick a moment after the warmup's end makes no interval of its
+	// own: only the last (the drain) may be shorter than half a period.
+	for _, iv := range rep.Intervals[:len(rep.Intervals)-1] {
+		if iv.Seconds < cfg.Interval.Seconds()/2 {
+			t.Errorf("interval ending at %.3fs lasts %.3fs: %+v", iv.T, iv.Seconds, rep.Intervals)
+		}
+	}
+	if rep.Ops[OpGet].Histogram == "" || rep.Ops[OpPut].Histogram != "" {
+		t.Errorf("histograms: get %q, put %q; want get's only", rep.Ops[OpGet].Histogram, rep.Ops[OpPut].Histogram)
+	}
+	paths, err := WriteHGRM(rep, t.TempDir())
+	if err != nil || len(paths) != 4 {
+		t.Errorf("WriteHGRM wrote %v, %v; want get and all, corrected and service", paths, err)
+	}
 }

@@ -38,6 +38,7 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&s.FailIf, "fail-if", "", "exit 3 unless every condition holds, such as 'p99<50ms,errors<0.1%,hit>=80%'")
 	jsonPath := fs.String("json", "", "also write the report as JSON to `FILE`")
 	htmlPath := fs.String("html", "", "also write a self-contained HTML report with charts to `FILE`")
+	hgrmDir := fs.String("hgrm", "", "also write each operation's latency histograms to `DIR` as HdrHistogram .hgrm files (OP.hgrm, OP-service.hgrm)")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -66,7 +67,16 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return fmt.Errorf("load test: %w", err)
 	}
-	return reportLoadtest(rep, thresholds, *jsonPath, *htmlPath, stdout)
+	err = reportLoadtest(rep, thresholds, *jsonPath, *htmlPath, stdout)
+	if *hgrmDir != "" {
+		if _, herr := loadtest.WriteHGRM(rep, *hgrmDir); herr != nil {
+			if err == nil {
+				return herr
+			}
+			fmt.Fprintf(stderr, "immut loadtest: %v\n", herr)
+		}
+	}
+	return err
 }
 
 // reportLoadtest prints the report, writes the files asked for and turns
