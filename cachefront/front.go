@@ -44,8 +44,9 @@ type Front struct {
 	lns      []*listener
 	m        *metrics
 
-	transport    *http.Transport
-	healthClient *http.Client
+	transport      *http.Transport
+	freshTransport *http.Transport // a new connection per request: for retries (roundTrip)
+	healthClient   *http.Client
 
 	flightMu sync.Mutex
 	flights  map[string]*flight
@@ -136,8 +137,13 @@ func New(cfg Config) (*Front, error) {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // bodies pass through as the origin coded them
 	}
+	f.freshTransport = f.transport.Clone()
+	f.freshTransport.DisableKeepAlives = true
 	f.healthClient = &http.Client{
-		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: false, MaxIdleConnsPerHost: 1},
+		// A new connection per check: it probes whichever process accepts
+		// on the backend's socket now, and never fails on a kept-alive
+		// connection that a draining process is closing.
+		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -303,6 +309,7 @@ func (f *Front) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("waiting for background work: %w", ctx.Err()))
 		}
 		f.transport.CloseIdleConnections()
+		f.freshTransport.CloseIdleConnections()
 		f.healthClient.CloseIdleConnections()
 		f.cache.Close()
 		for _, l := range f.lns {

@@ -12,6 +12,7 @@ type metrics struct {
 	hits, misses, collapsed, stale   prometheus.Counter
 	bytesFromCache, passes, failover prometheus.Counter
 	originErrors, waitTimeouts       prometheus.Counter
+	originRetries                    prometheus.Counter
 	clientErrors                     prometheus.Counter
 	connsEvicted, connsRefused       prometheus.Counter
 	purges                           prometheus.Counter
@@ -43,6 +44,7 @@ func newMetrics(f *Front) *metrics {
 	m.passes = c("pass_requests_total", "Requests forwarded to the origin without the cache (writes, uncacheable answers, Authorization).")
 	m.failover = c("failovers_total", "Origin requests sent to another backend because the listener's own backend refused the connection.")
 	m.originErrors = c("origin_errors_total", "Requests answered 502, 503 or 504 by the front because no backend could answer (503 with Retry-After: none was up).")
+	m.originRetries = c("origin_retries_total", "Origin requests sent again on a new connection because a pooled connection failed before any answer (an app process closing it as it shuts down), when that was safe: an idempotent request without a body, or one whose body the origin had not begun to read.")
 	m.clientErrors = c("client_errors_total", "Requests the front refused as the client's fault (400: a blob URL not in its canonical form, a request body that could not be read).")
 	m.connsEvicted = c("connections_evicted_total", "Idle client connections closed to make room for new ones at the MaxConns cap.")
 	m.connsRefused = c("connections_refused_total", "Client connections answered 503 and closed at the MaxConns cap because no connection was idle.")

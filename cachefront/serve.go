@@ -637,9 +637,21 @@ func (f *Front) writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 // roundTrip sends req to the listener's own backend, or to another healthy
 // one when that is down; a refused connection marks the backend down and
 // moves on to the next, as long as no byte of the body was read.
+//
+// A request that fails on a pooled keep-alive connection before any byte
+// of an answer (an app worker closes its idle connections as it shuts
+// down, and one may be closed just as a request is sent on it) is sent
+// again, once, on a new connection, when that is safe: an idempotent
+// request without a body, or any request of which no body byte was read.
+// Bodies are sent with Expect: 100-continue (originRequest), so that a
+// body is read only once the origin has asked for it; a request whose
+// body the origin may have seen is never sent again. net/http's Transport
+// itself retries only GET, HEAD, OPTIONS and TRACE, and requests of which
+// it wrote nothing.
 func (f *Front) roundTrip(req *http.Request, own int, body *guardedBody) (*http.Response, *backend, error) {
 	var tried uint64
 	var lastErr error
+	retried := false
 	for {
 		b := f.pick(own, tried)
 		if b == nil {
@@ -649,20 +661,50 @@ func (f *Front) roundTrip(req *http.Request, own int, body *guardedBody) (*http.
 			return nil, nil, ErrNoBackend
 		}
 		req.URL.Host = b.addr
-		resp, err := f.transport.RoundTrip(req)
+		t := f.transport
+		if retried {
+			t = f.freshTransport
+		}
+		resp, err := t.RoundTrip(req)
 		if err == nil {
 			return resp, b, nil
 		}
 		lastErr = err
-		if !isDialError(err) || (body != nil && body.started()) || req.Context().Err() != nil {
+		if req.Context().Err() != nil {
 			return nil, b, err
 		}
-		b.setUp(false, f.log, err.Error())
-		tried |= 1 << f.index(b)
-		if f.pick(own, tried) != nil {
-			f.m.failover.Inc()
+		bodyRead := body != nil && body.started()
+		if isDialError(err) && !bodyRead {
+			b.setUp(false, f.log, err.Error())
+			tried |= 1 << f.index(b)
+			if f.pick(own, tried) != nil {
+				f.m.failover.Inc()
+			}
+			continue
 		}
+		if !retried && !bodyRead && (body != nil || idempotent(req.Method)) && !isTimeout(err) {
+			retried = true
+			f.m.originRetries.Inc()
+			f.log.Debug("origin connection failed before an answer; sending again on a new connection", "backend", b.addr, "err", err)
+			continue
+		}
+		return nil, b, err
 	}
+}
+
+// idempotent reports the methods whose intended effect is the same however
+// often they are sent (RFC 9110 §9.2.2).
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // Request fields that are not forwarded: hop-by-hop ones, and those the
@@ -746,6 +788,9 @@ func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch boo
 		}
 		req.Body = body
 		req.ContentLength = int64(cl)
+		// The body waits for the origin's 100 Continue: a connection
+		// that fails before it was read can be retried (roundTrip).
+		req.Header.Set("Expect", "100-continue")
 	}
 	return req, body, nil
 }
