@@ -11,6 +11,7 @@ import (
 
 	"github.com/immut/immut/internal/cliflag"
 	"github.com/immut/immut/internal/node"
+	"github.com/immut/immut/internal/patroni"
 )
 
 func init() {
@@ -28,6 +29,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rolling := fs.Bool("rolling-restart", false, "ask the immut up running on --data to restart its workers one by one, and wait")
 	standby := fs.Bool("standby", false, "also run a log-shipping standby in <data>/standby, archive in <data>/wal-archive")
 	rpo := rpoFlag(fs)
+	ha := fs.Bool("ha", false, "run the database as PostgreSQL servers managed by Patroni on a private etcd, in <data>/ha: synchronous replication, automatic failover")
+	haMembers := fs.Int("ha-members", patroni.DefaultMembers, "with --ha: PostgreSQL servers in the cluster")
 	var tf tierFlags
 	var ff frontFlags
 	var lf logFlags
@@ -59,7 +62,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return node.Up(ctx, node.Config{
-		Layout: layout, DSN: *dsn, Token: *token, PGUser: *pgUser, Standby: *standby, RPO: *rpo,
+		Layout: layout, DSN: *dsn, Token: *token, PGUser: *pgUser, Standby: *standby, RPO: *rpo, HA: *ha, HAMembers: *haMembers,
 		Workers: *workers, BasePort: tf.basePort, Procs: tf.procs,
 		App:    node.AppSettings{Store: sf.limits(), HTTP: hf.limits, LogLevel: lf.level},
 		Front:  ff.config(*listen),

@@ -40,6 +40,10 @@ func (l Layout) ControlSocket() string { return filepath.Join(l.Dir, "control.so
 // Archive is the WAL archive the primary ships into and the standby replays.
 func (l Layout) Archive() string { return filepath.Join(l.Dir, "wal-archive") }
 
+// HA is where `immut up --ha` keeps etcd, the Patroni members and their
+// configuration.
+func (l Layout) HA() string { return filepath.Join(l.Dir, "ha") }
+
 // Binary is the copy of immut that PostgreSQL's user runs as archive and
 // restore command.
 func (l Layout) Binary() string { return filepath.Join(l.Dir, "bin", "immut") }

@@ -11,6 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/internal/patroni"
+	"github.com/immut/immut/internal/pgcluster"
+	"github.com/immut/immut/replication"
 )
 
 // Config is one `immut up`. Zero values are the documented defaults.
@@ -30,6 +33,13 @@ type Config struct {
 	// RPO is its primary's archive_timeout (zero: replication.DefaultRPO).
 	Standby bool
 	RPO     time.Duration
+	// HA runs the private database as HAMembers PostgreSQL servers managed
+	// by Patroni on a private etcd (zero: patroni.DefaultMembers), with
+	// synchronous replication and automatic failover; the WAL archive is
+	// still fed. HATTL is Patroni's leader TTL (zero: its default).
+	HA        bool
+	HAMembers int
+	HATTL     time.Duration
 	// Workers is the number of app processes, one per front port; 0 runs
 	// one app in this process on Front.Listen, without a front.
 	Workers int
@@ -97,8 +107,11 @@ func Up(ctx context.Context, cfg Config) error {
 	if cfg.Workers < 0 {
 		return fmt.Errorf("workers %d: want 0 or more", cfg.Workers)
 	}
-	if cfg.Standby && cfg.DSN != "" {
-		return fmt.Errorf("a standby is run for the private database; with a DSN, set one up with immut standby setup")
+	if (cfg.Standby || cfg.HA) && cfg.DSN != "" {
+		return fmt.Errorf("a standby or an HA cluster is run for the private database; with a DSN, set one up yourself (immut standby setup, Patroni)")
+	}
+	if cfg.Standby && cfg.HA {
+		return fmt.Errorf("choose a log-shipping standby or an HA cluster, not both")
 	}
 	// 0711: the database server's user must be able to pass through to
 	// <data>/pg; nobody else can list it, and the token file is 0600.
@@ -118,7 +131,23 @@ func Up(ctx context.Context, cfg Config) error {
 	app.DSN, app.Token = cfg.DSN, tok
 	info := Info{Token: tok, Layout: cfg.Layout}
 	var db *privateDB
-	if cfg.DSN == "" {
+	if cfg.HA {
+		cluster, err := startHA(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := cluster.Stop(stopCtx); err != nil {
+				cfg.Logger.Error("stopping the HA cluster", "err", err)
+			}
+		}()
+		app.DSN = cluster.DSN("immut", "read-write")
+		app.Replication = replication.Sources{PrimaryDSN: cluster.DSN("postgres", "primary"), StandbyDSN: cluster.DSN("postgres", "standby"), ArchiveDir: cfg.Layout.Archive()}
+		info.Standby = fmt.Sprintf("HA cluster of %d members under Patroni in %s (immut ha status --data %s)", max(cfg.HAMembers, patroni.DefaultMembers), cfg.Layout.HA(), cfg.Layout.Dir)
+		info.DatabaseDSN = cluster.DSN("immut", "read-write")
+	} else if cfg.DSN == "" {
 		if db, err = startPrivateDB(ctx, cfg); err != nil {
 			return err
 		}
@@ -160,6 +189,29 @@ func Up(ctx context.Context, cfg Config) error {
 		return why
 	}
 	return err
+}
+
+// startHA starts the Patroni cluster of `immut up --ha`, archiving into the
+// layout's WAL archive.
+func startHA(ctx context.Context, cfg Config) (*patroni.Cluster, error) {
+	bin, err := pgcluster.FindBinDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := InstallBinary(cfg.Binary, cfg.Layout.Binary()); err != nil {
+		return nil, err
+	}
+	if err := replication.PrepareArchiveDir(cfg.Layout.Archive(), cfg.PGUser); err != nil {
+		return nil, err
+	}
+	rpo := cfg.RPO
+	if rpo == 0 {
+		rpo = replication.DefaultRPO
+	}
+	return patroni.Start(ctx, patroni.Config{
+		Dir: cfg.Layout.HA(), Members: cfg.HAMembers, BinDir: bin, TTL: cfg.HATTL, RunAs: cfg.PGUser,
+		ArchiveCommand: replication.ArchiveCommand(cfg.Layout.Binary(), cfg.Layout.Archive()), ArchiveTimeout: rpo,
+	}, cfg.Logger)
 }
 
 // migrate applies pending migrations before any app process starts.

@@ -241,10 +241,7 @@ func poll(ctx context.Context, within time.Duration, what string, done func() (b
 
 // RESTURLs are the members' Patroni REST API base URLs.
 func (c *Cluster) RESTURLs() []string {
-	urls := make([]string, len(c.ports.REST))
-	for i, p := range c.ports.REST {
-		urls[i] = fmt.Sprintf("http://127.0.0.1:%d", p)
-	}
+	urls, _ := RESTURLsIn(c.cfg.Dir)
 	return urls
 }
 

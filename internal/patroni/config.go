@@ -213,3 +213,21 @@ postgresql:
 		q(s.Superuser), q(s.Replication), q(s.Rewind), q(cfg.Dir))
 	return []byte(b.String())
 }
+
+// RESTURLsIn returns the REST API URLs of the cluster kept in dir (from its
+// ports.json), for status and switchover from another process.
+func RESTURLsIn(dir string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "ports.json"))
+	if err != nil {
+		return nil, fmt.Errorf("%s holds no immut up --ha cluster: %w", dir, err)
+	}
+	var p Ports
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%s/ports.json: %w", dir, err)
+	}
+	urls := make([]string, len(p.REST))
+	for i, port := range p.REST {
+		urls[i] = fmt.Sprintf("http://127.0.0.1:%d", port)
+	}
+	return urls, nil
+}
