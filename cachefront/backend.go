@@ -20,6 +20,7 @@ type backend struct {
 	baseURL string // "http://host:port"
 	down    atomic.Bool
 	upGauge prometheus.Gauge
+	m       backendMetrics
 }
 
 func (b *backend) up() bool { return !b.down.Load() }

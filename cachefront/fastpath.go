@@ -257,13 +257,22 @@ func (l *listener) writeFast(f *Front, c net.Conn, fc *fastConn, e *entry, req f
 	c.SetWriteDeadline(start.Add(f.cfg.WriteTimeout))
 	_, err := fc.bufs.WriteTo(c)
 	fc.iov[2] = nil // do not keep the body alive past its eviction
-	l.lm.requests.Inc()
+	l.lm.requests[fastMethod(req.isHead)][classIndex(e.status)].Inc()
 	f.m.hits.Inc()
 	if !req.isHead {
 		f.m.bytesFromCache.Add(float64(len(e.body)))
+		f.m.bytesOut.Add(float64(len(e.body)))
 	}
 	l.lm.latency.Observe(time.Since(start).Seconds())
 	return err == nil
+}
+
+// fastMethod is the index in methodLabels of a fast-path request's method.
+func fastMethod(isHead bool) int {
+	if isHead {
+		return 1
+	}
+	return 0
 }
 
 func (l *listener) stopped() bool { return l.stopping.Load() }

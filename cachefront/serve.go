@@ -62,9 +62,15 @@ func (l *listener) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(http.StatusServiceUnavailable)
 		return
 	}
-	l.lm.requests.Inc()
 	f.serve(l, ctx, start)
+	l.lm.count(ctx.Method(), ctx.Response.StatusCode())
 	l.lm.latency.Observe(time.Since(start).Seconds())
+	if !ctx.IsHead() && !ctx.Response.SkipBody && !ctx.Response.IsBodyStream() {
+		// Streamed bodies count as they are read (countingBody).
+		if n := len(ctx.Response.Body()); n > 0 {
+			f.m.bytesOut.Add(float64(n))
+		}
+	}
 }
 
 func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
@@ -558,6 +564,7 @@ func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, ser
 		resp.Body.Close()
 		return
 	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, c: f.m.bytesOut}
 	if resp.ContentLength < 0 && !ctx.Request.Header.IsHTTP11() {
 		f.writeCloseDelimited(ctx, resp.Body)
 		return
@@ -565,6 +572,21 @@ func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, ser
 	// fasthttp writes the stream after the handler returns, then closes
 	// it, which releases the origin connection.
 	ctx.SetBodyStream(resp.Body, int(resp.ContentLength))
+}
+
+// countingBody counts a streamed body's bytes as they are read for the
+// client.
+type countingBody struct {
+	io.ReadCloser
+	c interface{ Add(float64) }
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.c.Add(float64(n))
+	}
+	return n, err
 }
 
 // writeCloseDelimited sends a body of unknown length to an HTTP/1.0
@@ -665,7 +687,9 @@ func (f *Front) roundTrip(req *http.Request, own int, body *guardedBody) (*http.
 		if retried {
 			t = f.freshTransport
 		}
+		sent := time.Now()
 		resp, err := t.RoundTrip(req)
+		b.m.observe(time.Since(sent).Seconds(), resp)
 		if err == nil {
 			return resp, b, nil
 		}
