@@ -414,7 +414,11 @@ func (st *stream) session(ctx context.Context, s *Store, b Blob, g geometry, fir
 		}
 	}()
 	dog.arm()
-	conn, err := s.pool.Acquire(ctx)
+	pool := b.from
+	if pool == nil {
+		pool = s.pool
+	}
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		putPieceBuf(buf)
 		return 0, fmt.Errorf("blob %s: reading: %w", b.Hash, err)

@@ -33,6 +33,11 @@ const (
 type Config struct {
 	// Pool is the connection pool to the database. Required.
 	Pool *pgxpool.Pool
+	// ReadPool, if set, serves blob reads (Stat, Open): a standby, to take
+	// reads off the primary. A blob it does not have yet (replication lag;
+	// content-addressed blobs are never stale, only absent) or a failure of
+	// it is read from Pool instead. Names always go to Pool.
+	ReadPool *pgxpool.Pool
 	// ChunkSize is the size of the chunks new blobs are cut into.
 	// Zero: DefaultChunkSize (1 MiB, chosen with BenchmarkPutVsCopyFrom and
 	// BenchmarkGetVsSelect: most images fit one chunk, so one query serves them).
@@ -135,6 +140,7 @@ type Blob struct {
 	CreatedAt     time.Time
 	id            int64
 	chunkSize     int
+	from          *pgxpool.Pool // where Stat found it; its chunks are read there
 }
 
 // IsImage reports whether the blob is one of the image types served inline.
@@ -165,7 +171,23 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 func (s *Store) Stat(ctx context.Context, h Hash) (Blob, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	b, err := scanBlob(s.pool.QueryRow(ctx, "SELECT "+blobColumns+" FROM blobs WHERE hash = $1", h[:]))
+	from := s.pool
+	var b Blob
+	var err error
+	if s.cfg.ReadPool != nil {
+		from = s.cfg.ReadPool
+		b, err = scanBlob(from.QueryRow(ctx, "SELECT "+blobColumns+" FROM blobs WHERE hash = $1", h[:]))
+		if err != nil && ctx.Err() == nil {
+			if !errors.Is(err, pgx.ErrNoRows) {
+				s.log.Warn("reading from the read pool failed; reading from the primary", "hash", h, "err", err)
+			}
+			from = s.pool
+		}
+	}
+	if from == s.pool {
+		b, err = scanBlob(s.pool.QueryRow(ctx, "SELECT "+blobColumns+" FROM blobs WHERE hash = $1", h[:]))
+	}
+	b.from = from
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, fmt.Errorf("blob %s: %w", h, ErrNotFound)
 	}

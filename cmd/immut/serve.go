@@ -18,7 +18,8 @@ func init() {
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cliflag.NewFlagSet("serve", stdout, stderr)
-	dsn := fs.String("dsn", "", "PostgreSQL connection string (required)")
+	dsn := fs.String("dsn", "", "PostgreSQL connection string (required); several hosts with target_session_attrs=read-write follow a failover")
+	readDSN := fs.String("read-dsn", "", "optional connection string for blob reads, such as the standbys with target_session_attrs=prefer-standby")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve HTTP on (one process)")
 	token := fs.String("token", "", "bearer token required for writes (required)")
 	workers := fs.Int("workers", 0, "run N worker processes on ports --worker-base-port.. (0: serve in this process on --listen)")
@@ -57,7 +58,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	app := node.AppSettings{DSN: *dsn, Token: *token, Store: sf.limits(), HTTP: hf.limits, Replication: rf.sources(), LogLevel: lf.level}
+	app := node.AppSettings{DSN: *dsn, ReadDSN: *readDSN, Token: *token, Store: sf.limits(), HTTP: hf.limits, Replication: rf.sources(), LogLevel: lf.level}
 	if *workers == 0 {
 		return node.RunApp(ctx, node.AppConfig{AppSettings: app, Worker: -1, Listen: *listen, Logger: log})
 	}

@@ -39,10 +39,13 @@ type HTTPLimits struct {
 // AppSettings are what every app process needs, whether `immut serve` runs
 // it in its own process or a supervisor runs it as a worker.
 type AppSettings struct {
-	DSN   string      `json:"dsn"`
-	Token string      `json:"token"`
-	Store StoreLimits `json:"store"`
-	HTTP  HTTPLimits  `json:"http"`
+	DSN string `json:"dsn"`
+	// ReadDSN, if set, serves blob reads (a standby: prefer-standby); a blob
+	// it lacks is read through DSN.
+	ReadDSN string      `json:"read_dsn,omitempty"`
+	Token   string      `json:"token"`
+	Store   StoreLimits `json:"store"`
+	HTTP    HTTPLimits  `json:"http"`
 	// Replication, when it names a server, gives the process
 	// /monitor/replication and the replication gauges.
 	Replication replication.Sources `json:"replication"`
@@ -98,7 +101,14 @@ func RunApp(ctx context.Context, cfg AppConfig) error {
 		}
 		return err
 	}
-	api, err := newAPI(pool, cfg, log)
+	var readPool *pgxpool.Pool
+	if cfg.ReadDSN != "" {
+		if readPool, err = openPool(ctx, cfg.ReadDSN); err != nil {
+			return fmt.Errorf("read DSN: %w", err)
+		}
+		defer readPool.Close()
+	}
+	api, err := newAPI(pool, readPool, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -142,9 +152,10 @@ func RunApp(ctx context.Context, cfg AppConfig) error {
 
 // newAPI composes the app: the store on pool, the HTTP API on the store,
 // and the replication monitor when there is a standby to watch.
-func newAPI(pool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*httpapi.Server, error) {
+func newAPI(pool, readPool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*httpapi.Server, error) {
 	store, err := blobstore.New(blobstore.Config{
 		Pool:           pool,
+		ReadPool:       readPool,
 		ChunkSize:      cfg.Store.ChunkSize,
 		MaxBlobSize:    cfg.Store.MaxBlobSize,
 		MaxImagePixels: cfg.Store.MaxImagePixels,

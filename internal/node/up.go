@@ -143,7 +143,7 @@ func Up(ctx context.Context, cfg Config) error {
 				cfg.Logger.Error("stopping the HA cluster", "err", err)
 			}
 		}()
-		app.DSN = cluster.DSN("immut", "read-write")
+		app.DSN, app.ReadDSN = cluster.DSN("immut", "read-write"), cluster.DSN("immut", "prefer-standby")
 		app.Replication = replication.Sources{PrimaryDSN: cluster.DSN("postgres", "primary"), StandbyDSN: cluster.DSN("postgres", "standby"), ArchiveDir: cfg.Layout.Archive()}
 		info.Standby = fmt.Sprintf("HA cluster of %d members under Patroni in %s (immut ha status --data %s)", max(cfg.HAMembers, patroni.DefaultMembers), cfg.Layout.HA(), cfg.Layout.Dir)
 		info.DatabaseDSN = cluster.DSN("immut", "read-write")
