@@ -31,7 +31,7 @@ func TestMemberConfigGolden(t *testing.T) {
 }
 
 // needHA skips when Patroni or etcd cannot be run here.
-func needHA(t *testing.T) {
+func needHA(t testing.TB) {
 	t.Helper()
 	for _, prog := range []string{"patroni", "etcd"} {
 		if _, err := exec.LookPath(prog); err != nil {
