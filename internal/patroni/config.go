@@ -181,6 +181,7 @@ bootstrap:
     retry_timeout: %[7]d
     maximum_lag_on_failover: 1048576
     synchronous_mode: true
+    failsafe_mode: true
     postgresql:
       use_pg_rewind: true
       parameters:

@@ -157,3 +157,39 @@ func TestClusterFailsOverAndSwitchesOver(t *testing.T) {
 		t.Errorf("processes of %s survived Stop: %s", cfg.Dir, left)
 	}
 }
+
+// TestLostEtcd: with etcd gone, the leader keeps taking writes (Patroni's
+// failsafe mode: every member still answers), and etcd is started again.
+func TestLostEtcd(t *testing.T) {
+	needHA(t)
+	ctx := context.Background()
+	bin, err := pgcluster.FindBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(ctx, Config{Dir: filepath.Join(pgtest.TempDir(t), "ha"), BinDir: bin, TTL: 6 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop(ctx)
+	pgtest.Exec(t, c.DSN("immut", "read-write"), "CREATE TABLE w (v int)")
+	c.mu.Lock()
+	etcd := c.procs[0].cur
+	c.mu.Unlock()
+	etcd.Process.Signal(syscall.SIGSTOP) // etcd hangs: no answer, no exit
+	defer etcd.Process.Signal(syscall.SIGCONT)
+	start := time.Now()
+	for time.Since(start) < 15*time.Second { // past the TTL
+		conn, err := pgx.Connect(ctx, c.DSN("immut", "read-write"))
+		if err != nil {
+			t.Fatalf("%v after etcd hung: %v", time.Since(start).Round(time.Second), err)
+		}
+		_, err = conn.Exec(ctx, "INSERT INTO w VALUES (1)")
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatalf("%v after etcd hung: %v", time.Since(start).Round(time.Second), err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("writes went on for %v with etcd hung", time.Since(start).Round(time.Second))
+}
