@@ -137,6 +137,7 @@ const MaxHistory = 1000
 // (nil if it was new). Errors: ErrBadName, ErrNotFound (no such blob),
 // ErrConflict (the precondition failed).
 func (s *Store) SetName(ctx context.Context, name string, h Hash, pre Precondition) (previous *Hash, err error) {
+	defer s.observe("name_set", time.Now(), 0)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	if name, err = NormalizeName(name); err != nil {
@@ -173,6 +174,7 @@ func (s *Store) SetName(ctx context.Context, name string, h Hash, pre Preconditi
 // DeleteName removes a name (its blob stays until garbage collection) and
 // records the removal. Errors: ErrBadName, ErrNotFound, ErrConflict.
 func (s *Store) DeleteName(ctx context.Context, name string, pre Precondition) (previous Hash, err error) {
+	defer s.observe("name_delete", time.Now(), 0)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	if name, err = NormalizeName(name); err != nil {
@@ -203,6 +205,7 @@ func (s *Store) DeleteName(ctx context.Context, name string, pre Precondition) (
 
 // LookupName returns a name with its history, or ErrNotFound.
 func (s *Store) LookupName(ctx context.Context, name string) (NameRecord, error) {
+	defer s.observe("name_lookup", time.Now(), 0)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	rec := NameRecord{Name: name}
@@ -238,6 +241,7 @@ func (s *Store) LookupName(ctx context.Context, name string) (NameRecord, error)
 
 // ResolveName returns the hash a name points at, or ErrNotFound.
 func (s *Store) ResolveName(ctx context.Context, name string) (Hash, error) {
+	defer s.observe("name_resolve", time.Now(), 0)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var h Hash

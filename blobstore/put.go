@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/zeebo/blake3"
@@ -43,6 +44,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (b Blob, c
 	}
 	bctx, cancel := s.bound(ctx)
 	defer cancel()
+	began := time.Now()
 	tx, err := s.pool.Begin(bctx)
 	if err != nil {
 		return b, false, fmt.Errorf("put: begin: %w", err)
@@ -53,6 +55,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (b Blob, c
 	if err := tx.QueryRow(bctx, "SELECT nextval('blob_ids')").Scan(&id); err != nil {
 		return b, false, fmt.Errorf("put: allocating blob id: %w", err)
 	}
+	s.observe("put_begin", began, 0)
 	src := &chunkSource{
 		r:         io.LimitReader(r, s.cfg.MaxBlobSize+1),
 		max:       s.cfg.MaxBlobSize,
@@ -88,6 +91,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (b Blob, c
 	// The stream is in; what is left are short statements, each bounded.
 	ctx, cancel = s.bound(ctx)
 	defer cancel()
+	defer s.observe("put_commit", time.Now(), 0)
 	for attempt := 0; attempt < 3; attempt++ {
 		err := tx.QueryRow(ctx, `INSERT INTO blobs (id, hash, size, chunk_size, content_type, width, height)
 			VALUES ($1, $2, $3, $4, $5, nullif($6, 0), nullif($7, 0))
@@ -251,6 +255,7 @@ func (s *Store) confirmExisting(ctx context.Context, r io.Reader, existing Blob)
 // touch moves a blob's last_put_at to now, keeping it from garbage
 // collection for the grace period, and returns it (pgx.ErrNoRows if absent).
 func (s *Store) touch(ctx context.Context, h Hash) (Blob, error) {
+	defer s.observe("touch", time.Now(), 0)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	return scanBlob(s.pool.QueryRow(ctx, "UPDATE blobs SET last_put_at = now() WHERE hash = $1 RETURNING "+blobColumns, h[:]))

@@ -479,12 +479,14 @@ func (st *stream) session(ctx context.Context, s *Store, b Blob, g geometry, fir
 			return sent, nil
 		}
 		dog.arm()
+		waited := time.Now()
 		if err := pl.Flush(); err != nil {
 			return sent, fmt.Errorf("blob %s: reading: %w", b.Hash, err)
 		}
 		p := inflight[0]
 		data, err := readPiece(pl, b, g, p.idx, p.buf)
 		dog.disarm()
+		s.observe("read", waited, int64(len(data)))
 		if err != nil {
 			return sent, err
 		}

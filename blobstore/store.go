@@ -54,8 +54,29 @@ type Config struct {
 	// (context.DeadlineExceeded, Classify: ErrUnavailable) instead of a
 	// hang. Zero: DefaultQueryTimeout; negative: none.
 	QueryTimeout time.Duration
+	// ObserveQuery, if set, is told of each wait for the database on a
+	// request's path when it ends: its op (one of QueryOps), how long it
+	// took, errors included, and the blob bytes it read (op "read"; else 0).
+	// It is called on the request's goroutine and must be quick (a
+	// histogram's Observe). Nil: nothing is observed.
+	ObserveQuery func(op string, d time.Duration, bytes int64)
 	// Logger receives operational messages. Nil: discarded.
 	Logger *slog.Logger
+}
+
+// QueryOps are the ops ObserveQuery is told of: blob metadata (stat), one
+// piece of a blob body (read), the statements before and after an upload's
+// stream (put_begin, put_commit), the claim of a re-uploaded blob (touch),
+// the name operations, and the counts of the monitoring views (count,
+// usage).
+var QueryOps = []string{"stat", "read", "put_begin", "put_commit", "touch", "name_set", "name_delete", "name_lookup", "name_resolve", "count", "usage"}
+
+// observe tells ObserveQuery of a wait for the database that began at
+// start: defer s.observe("stat", time.Now(), 0).
+func (s *Store) observe(op string, start time.Time, bytes int64) {
+	if f := s.cfg.ObserveQuery; f != nil {
+		f(op, time.Since(start), bytes)
+	}
 }
 
 // Store is the blob store on one PostgreSQL database. It is safe for
@@ -169,6 +190,7 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 
 // Stat returns a blob's metadata, or ErrNotFound.
 func (s *Store) Stat(ctx context.Context, h Hash) (Blob, error) {
+	defer s.observe("stat", time.Now(), 0)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	from := s.pool
@@ -199,6 +221,7 @@ func (s *Store) Stat(ctx context.Context, h Hash) (Blob, error) {
 
 // Count returns the number of stored blobs.
 func (s *Store) Count(ctx context.Context) (int64, error) {
+	defer s.observe("count", time.Now(), 0)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var n int64
@@ -206,4 +229,17 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("counting blobs: %w", err)
 	}
 	return n, nil
+}
+
+// Usage returns the number of stored blobs and their bytes: one scan of the
+// blobs table (not of the chunks), for a periodic gauge, not for every
+// request.
+func (s *Store) Usage(ctx context.Context) (blobs, bytes int64, err error) {
+	defer s.observe("usage", time.Now(), 0)
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.pool.QueryRow(ctx, "SELECT count(*), coalesce(sum(size), 0)::bigint FROM blobs").Scan(&blobs, &bytes); err != nil {
+		return 0, 0, fmt.Errorf("measuring stored blobs: %w", err)
+	}
+	return blobs, bytes, nil
 }

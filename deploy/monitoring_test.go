@@ -31,13 +31,7 @@ import (
 // pendingMetrics are queried by the dashboard or the rules but not exported
 // yet: added by issue 17's metrics work. Remove a line when its metric
 // lands (TestMetricAllowListIsPending says when).
-var pendingMetrics = map[string]string{
-	"immut_http_in_flight_requests":   "gauge",
-	"immut_uploads_in_flight":         "gauge",
-	"immut_uploads_limit":             "gauge",
-	"immut_db_query_duration_seconds": "histogram",
-	"immut_build_info":                "gauge", // {version,revision,schema}
-}
+var pendingMetrics = map[string]string{}
 
 // exporterMetrics are the series of the other scrape targets that the
 // dashboard and the rules use: Prometheus's own per-target up, HAProxy 2.6's

@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -11,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/internal/buildinfo"
 )
 
 // metrics are the app tier's Prometheus metrics; their help strings are
@@ -26,9 +29,14 @@ type metrics struct {
 	dbFaults *prometheus.CounterVec
 	// readRetries counts reads run again because the database was unavailable.
 	readRetries prometheus.Counter
+	inFlight    prometheus.Gauge
+	// corruptReads counts reads that found stored bytes not matching their hash.
+	corruptReads prometheus.Counter
+	usage        *usageCollector
 }
 
-func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
+	store := s.store
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "immut_http_requests_total",
@@ -55,6 +63,18 @@ func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, err
 			Name: "immut_db_read_retries_total",
 			Help: "Reads run again because the database was unavailable (restarting, switching over).",
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "immut_http_in_flight_requests",
+			Help: "HTTP requests being answered now, /metrics included.",
+		}),
+		corruptReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "immut_blob_corrupt_reads_total",
+			Help: "Blob reads whose stored bytes did not match their hash (or held a chunk of the wrong size): corrupt storage. The answer was cut off rather than served wrong; immut verify finds every such blob.",
+		}),
+		usage: &usageCollector{
+			blobs: prometheus.NewDesc("immut_stored_blobs", "Blobs stored in the database, as of the last periodic count (every UsageInterval, 30s by default).", nil, nil),
+			bytes: prometheus.NewDesc("immut_stored_bytes", "Bytes of the blobs stored in the database (their sizes, not the space PostgreSQL uses), as of the last periodic count.", nil, nil),
+		},
 		clientGone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "immut_http_client_gone_total",
 			Help: "Requests whose client went away before the answer was complete (an abandoned download, a closed connection); counted under the status already sent, never as a 500.",
@@ -63,8 +83,32 @@ func newMetrics(reg *prometheus.Registry, store *blobstore.Store) (*metrics, err
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	bi := buildinfo.Read()
+	version := s.cfg.Version
+	if version == "" {
+		version = bi.Version
+	}
+	schema := "unknown"
+	if ms, err := blobstore.Migrations(); err == nil && len(ms) > 0 {
+		schema = strconv.Itoa(ms[len(ms)-1].Version)
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "immut_build_info",
+		Help:        "Always 1; the labels say which immut this is: its version, VCS revision and the schema version it expects.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": bi.Revision, "schema": schema},
+	})
+	buildInfo.Set(1)
 	cs := []prometheus.Collector{
 		m.requests, m.duration, m.bytesIn, m.bytesOut, m.clientGone, m.dbFaults, m.readRetries,
+		m.inFlight, m.corruptReads, m.usage, buildInfo,
+		gauge("immut_ready", "1 while this process takes traffic; 0 once it drains for shutdown, or while the database refuses writes for lack of disk space. /readyz also checks the database and the schema on each call.", func() float64 {
+			if s.draining.Load() || s.diskFull() != "" {
+				return 0
+			}
+			return 1
+		}),
+		gauge("immut_uploads_in_flight", "Uploads streaming into the database now (each holds a slot of immut_uploads_limit).", func() float64 { return float64(len(s.uploads)) }),
+		gauge("immut_uploads_limit", "Uploads that may stream into the database at once (MaxUploads); more wait, then get 503.", func() float64 { return float64(cap(s.uploads)) }),
 		gauge("immut_db_pool_max_conns", "Largest number of database connections the pool opens.", func() float64 { return float64(store.PoolStats().MaxConns) }),
 		gauge("immut_db_pool_acquired_conns", "Database connections in use by requests now.", func() float64 { return float64(store.PoolStats().AcquiredConns) }),
 		gauge("immut_db_pool_idle_conns", "Open database connections waiting for work.", func() float64 { return float64(store.PoolStats().IdleConns) }),
@@ -151,7 +195,9 @@ func (m *metrics) observe(route string, next http.Handler, w http.ResponseWriter
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	body := &countingBody{rc: r.Body}
 	r.Body = body
+	m.inFlight.Inc()
 	defer func() {
+		m.inFlight.Dec()
 		m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(rec.status)).Inc()
 		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		m.bytesIn.WithLabelValues(route).Add(float64(body.n))
@@ -170,4 +216,87 @@ func methodLabel(m string) string {
 		return m
 	}
 	return "other"
+}
+
+// NewQueryObserver registers the database side's metrics in reg —
+// immut_db_query_duration_seconds by op, immut_db_read_bytes_total — and
+// returns the hook that feeds them, for blobstore.Config.ObserveQuery. Give
+// New the same registry. The store measures, so the latency is the
+// database's as the app sees it, pool waits excluded.
+func NewQueryObserver(reg prometheus.Registerer) (func(op string, d time.Duration, bytes int64), error) {
+	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "immut_db_query_duration_seconds",
+		Help:    "Waits for the database on a request's path, errors included, by op: stat (blob metadata), read (one piece of a blob body), put_begin and put_commit (the statements around an upload's stream), touch (claiming a re-uploaded blob), name_set, name_delete, name_lookup, name_resolve, count and usage (monitoring), other.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"op"})
+	read := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "immut_db_read_bytes_total",
+		Help: "Blob body bytes read from the database (pieces fetched, read-ahead included).",
+	})
+	for _, c := range []prometheus.Collector{dur, read} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	// Every op's series exists from the start; an op the store adds later
+	// counts as "other" until it is listed, so the label stays bounded.
+	obs := map[string]prometheus.Observer{"other": dur.WithLabelValues("other")}
+	for _, op := range blobstore.QueryOps {
+		obs[op] = dur.WithLabelValues(op)
+	}
+	return func(op string, d time.Duration, bytes int64) {
+		o, ok := obs[op]
+		if !ok {
+			o = obs["other"]
+		}
+		o.Observe(d.Seconds())
+		if bytes > 0 {
+			read.Add(float64(bytes))
+		}
+	}, nil
+}
+
+// usageCollector exports the stored blobs and bytes of the last periodic
+// count: nothing until the first one succeeded, never a query per scrape.
+type usageCollector struct {
+	blobs, bytes *prometheus.Desc
+	mu           sync.Mutex
+	known        bool
+	nBlobs       int64
+	nBytes       int64
+}
+
+func (u *usageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- u.blobs; ch <- u.bytes }
+
+func (u *usageCollector) Collect(ch chan<- prometheus.Metric) {
+	u.mu.Lock()
+	known, blobs, bytes := u.known, u.nBlobs, u.nBytes
+	u.mu.Unlock()
+	if known {
+		ch <- prometheus.MustNewConstMetric(u.blobs, prometheus.GaugeValue, float64(blobs))
+		ch <- prometheus.MustNewConstMetric(u.bytes, prometheus.GaugeValue, float64(bytes))
+	}
+}
+
+// countUsage counts the stored blobs and bytes now and every interval
+// until ctx ends.
+func (s *Server) countUsage(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		blobs, bytes, err := s.store.Usage(ctx)
+		if err == nil {
+			u := s.metrics.usage
+			u.mu.Lock()
+			u.known, u.nBlobs, u.nBytes = true, blobs, bytes
+			u.mu.Unlock()
+		} else if ctx.Err() == nil {
+			s.log.Debug("counting stored blobs", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -84,6 +84,11 @@ type Config struct {
 	// Registry receives the API's metrics and is served on /metrics.
 	// Nil: a new registry.
 	Registry *prometheus.Registry
+	// UsageInterval is how often the stored blobs and bytes of /metrics
+	// (immut_stored_blobs, immut_stored_bytes) are counted, in the
+	// background until Close: one scan of the blobs table. Zero: 30s;
+	// negative: never.
+	UsageInterval time.Duration
 	// Logger receives request errors. Nil: discarded.
 	Logger *slog.Logger
 }
@@ -101,6 +106,8 @@ type Server struct {
 	// storageFull is when a write last failed for lack of disk space
 	// (unix nanoseconds), 0 once a write succeeded after it.
 	storageFull atomic.Int64
+	stopUsage   context.CancelFunc
+	usageDone   chan struct{}
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -149,17 +156,36 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SendTimeout == 0 {
 		cfg.SendTimeout = DefaultSendTimeout
 	}
+	if cfg.UsageInterval == 0 {
+		cfg.UsageInterval = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, uploads: make(chan struct{}, cfg.MaxUploads), streams: make(chan struct{}, cfg.MaxStreams)}
-	m, err := newMetrics(cfg.Registry, cfg.Store)
+	m, err := newMetrics(cfg.Registry, s)
 	if err != nil {
 		return nil, err
 	}
 	s.metrics = m
 	s.routes()
+	var ctx context.Context
+	ctx, s.stopUsage = context.WithCancel(context.Background())
+	s.usageDone = make(chan struct{})
+	if cfg.UsageInterval > 0 {
+		go func() { defer close(s.usageDone); s.countUsage(ctx, cfg.UsageInterval) }()
+	} else {
+		close(s.usageDone)
+	}
 	return s, nil
+}
+
+// Close stops the server's background work (the periodic count of stored
+// blobs). It does not close the store or any connection.
+func (s *Server) Close() error {
+	s.stopUsage()
+	<-s.usageDone
+	return nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -338,6 +364,9 @@ func (s *Server) adapt(h handlerFunc) http.Handler {
 			s.noteStorageFull()
 		case blobstore.ErrUnavailable:
 			s.metrics.dbFaults.WithLabelValues("unavailable").Inc()
+		}
+		if errors.Is(err, blobstore.ErrCorrupt) {
+			s.metrics.corruptReads.Inc()
 		}
 		if status >= 500 && status != http.StatusServiceUnavailable {
 			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
