@@ -33,6 +33,7 @@ type metrics struct {
 	// corruptReads counts reads that found stored bytes not matching their hash.
 	corruptReads prometheus.Counter
 	usage        *usageCollector
+	access       *accessLog // nil: no access log
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
@@ -79,6 +80,9 @@ func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
 			Name: "immut_http_client_gone_total",
 			Help: "Requests whose client went away before the answer was complete (an abandoned download, a closed connection); counted under the status already sent, never as a 500.",
 		}),
+	}
+	if s.cfg.AccessLog != nil {
+		m.access = &accessLog{log: s.cfg.AccessLog, worker: s.cfg.Worker}
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -197,11 +201,15 @@ func (m *metrics) observe(route string, next http.Handler, w http.ResponseWriter
 	r.Body = body
 	m.inFlight.Inc()
 	defer func() {
+		d := time.Since(start)
 		m.inFlight.Dec()
 		m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(rec.status)).Inc()
-		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		m.duration.WithLabelValues(route).Observe(d.Seconds())
 		m.bytesIn.WithLabelValues(route).Add(float64(body.n))
 		m.bytesOut.WithLabelValues(route).Add(float64(rec.written))
+		if m.access != nil {
+			m.access.record(r, route, rec.status, rec.written, body.n, d)
+		}
 	}()
 	next.ServeHTTP(rec, r)
 }

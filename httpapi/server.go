@@ -91,6 +91,11 @@ type Config struct {
 	UsageInterval time.Duration
 	// Logger receives request errors. Nil: discarded.
 	Logger *slog.Logger
+	// AccessLog, if set, receives one line per request at level Info
+	// (message "access"): method, path, route, status, bytes (of the
+	// response body), bytes_in, duration, remote, forwarded_for (when the
+	// front sent X-Forwarded-For) and worker. Nil: no access log.
+	AccessLog *slog.Logger
 }
 
 // Server is the API's http.Handler.
