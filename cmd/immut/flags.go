@@ -130,6 +130,7 @@ func (f *httpFlags) register(fs *cliflag.FlagSet) {
 	fs.IntVar(&f.limits.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "blob bodies one app process streams at once; more wait --stream-wait, then 503")
 	fs.DurationVar(&f.limits.StreamWait, "stream-wait", httpapi.DefaultStreamWait, "how long a download waits for a free stream")
 	fs.DurationVar(&f.limits.SendTimeout, "send-timeout", httpapi.DefaultSendTimeout, "longest one write to a client may take before it is dropped")
+	fs.BoolVar(&f.limits.AccessLog, "access-log", false, "log one structured line per request (method, path, status, bytes, duration, remote)")
 }
 
 // replicationFlags locate a primary and its standby for /monitor/replication.

@@ -34,6 +34,8 @@ type HTTPLimits struct {
 	MaxStreams    int           `json:"max_streams,omitempty"`
 	StreamWait    time.Duration `json:"stream_wait,omitempty"`
 	SendTimeout   time.Duration `json:"send_timeout,omitempty"`
+	// AccessLog writes one structured line per request to the log.
+	AccessLog bool `json:"access_log,omitempty"`
 }
 
 // AppSettings are what every app process needs, whether `immut serve` runs
@@ -112,6 +114,7 @@ func RunApp(ctx context.Context, cfg AppConfig) error {
 	if err != nil {
 		return err
 	}
+	defer api.Close()
 	srv := api.HTTPServer(cfg.Listen)
 	ln := cfg.Listener
 	if ln == nil {
@@ -153,9 +156,15 @@ func RunApp(ctx context.Context, cfg AppConfig) error {
 // newAPI composes the app: the store on pool, the HTTP API on the store,
 // and the replication monitor when there is a standby to watch.
 func newAPI(pool, readPool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*httpapi.Server, error) {
+	reg := prometheus.NewRegistry()
+	observe, err := httpapi.NewQueryObserver(reg)
+	if err != nil {
+		return nil, err
+	}
 	store, err := blobstore.New(blobstore.Config{
 		Pool:           pool,
 		ReadPool:       readPool,
+		ObserveQuery:   observe,
 		ChunkSize:      cfg.Store.ChunkSize,
 		MaxBlobSize:    cfg.Store.MaxBlobSize,
 		MaxImagePixels: cfg.Store.MaxImagePixels,
@@ -165,9 +174,12 @@ func newAPI(pool, readPool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*htt
 		return nil, err
 	}
 	acfg := httpapi.Config{
-		Store: store, Token: cfg.Token, Version: buildinfo.Version(), Worker: cfg.Worker, Logger: log, Registry: prometheus.NewRegistry(),
+		Store: store, Token: cfg.Token, Version: buildinfo.Version(), Worker: cfg.Worker, Logger: log, Registry: reg,
 		MaxInlinePixels: cfg.Store.MaxImagePixels, UploadMinRate: cfg.HTTP.UploadMinRate,
 		MaxStreams: cfg.HTTP.MaxStreams, StreamWait: cfg.HTTP.StreamWait, SendTimeout: cfg.HTTP.SendTimeout,
+	}
+	if cfg.HTTP.AccessLog {
+		acfg.AccessLog = log.With("log", "access")
 	}
 	if r := cfg.Replication; r.PrimaryDSN != "" || r.StandbyDSN != "" {
 		mon := replication.NewMonitor(r, replication.Thresholds{})
