@@ -32,7 +32,7 @@ func newHitBench(tb testing.TB) *hitBench {
 		"X-Content-Type-Options": {"nosniff"},
 	}}
 	now := time.Now()
-	e := newEntry(key, resp, make([]byte, 16<<10), now, now, time.Hour, true, true)
+	e := newEntry(key, resp, make([]byte, 16<<10), now, now, policy{lifetime: time.Hour, immutable: true, authOK: true})
 	for !f.cache.SetWithTTL(key, e, e.cost, 0) {
 	}
 	f.cache.Wait()

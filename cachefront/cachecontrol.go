@@ -2,17 +2,18 @@ package cachefront
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
 
-// cacheControl is the parsed Cache-Control of a response, as far as a shared
-// cache cares (RFC 9111 §5.2.2).
+// cacheControl is the parsed Cache-Control (or CDN-Cache-Control) of a
+// response, as far as a shared cache cares (RFC 9111 §5.2.2, RFC 5861).
 type cacheControl struct {
 	public, private, noStore, noCache bool
-	mustRevalidate, immutable         bool
+	mustRevalidate, immutable         bool // mustRevalidate: proxy-revalidate too
+	mustUnderstand                    bool
 	maxAge, sMaxAge                   int64 // seconds; -1 when absent
+	staleWhileRevalidate              int64 // seconds; 0 when absent
 	invalid                           bool  // a freshness directive we could not read
 }
 
@@ -40,15 +41,23 @@ func parseCacheControl(v string) cacheControl {
 		case "no-store":
 			cc.noStore = true
 		case "no-cache":
+			// Qualified no-cache="field" is taken as plain no-cache.
 			cc.noCache = true
 		case "must-revalidate", "proxy-revalidate":
 			cc.mustRevalidate = true
+		case "must-understand":
+			cc.mustUnderstand = true
 		case "immutable":
 			cc.immutable = true
 		case "max-age":
 			cc.maxAge = parseDelta(val, hasVal, &cc.invalid)
 		case "s-maxage":
 			cc.sMaxAge = parseDelta(val, hasVal, &cc.invalid)
+		case "stale-while-revalidate":
+			var bad bool
+			if n := parseDelta(val, hasVal, &bad); !bad {
+				cc.staleWhileRevalidate = n
+			}
 		}
 	}
 	return cc
@@ -75,70 +84,136 @@ func nextDirective(v string) (string, string) {
 	return v, ""
 }
 
+// parseDelta reads delta-seconds, capped at 2^31 (RFC 9111 §1.2.2: a
+// larger value means "very large", not an overflow).
 func parseDelta(val string, hasVal bool, invalid *bool) int64 {
-	if !hasVal || val == "" || strings.Trim(val, "0123456789") != "" {
+	if !hasVal || !digits(val) {
 		*invalid = true
 		return 0
 	}
-	n, err := strconv.ParseInt(val, 10, 64)
-	if err != nil {
-		// RFC 9111 §1.2.2: a delta too large to represent means "very large".
-		return 1<<31 - 1
+	return capDelta(val)
+}
+
+// policy is what the front decided about keeping a response.
+type policy struct {
+	// lifetime is the freshness lifetime left when the response arrived
+	// (its Age taken off); 0 or less: stored stale, validated before use.
+	lifetime  time.Duration
+	immutable bool
+	// authOK: may answer requests that carry Authorization (§3.5).
+	authOK bool
+	// noStale: never served stale without a successful validation
+	// (must-revalidate, proxy-revalidate, s-maxage, no-cache: §4.2.4).
+	noStale bool
+	// swr is the stale-while-revalidate window (RFC 5861 §3).
+	swr time.Duration
+}
+
+// Statuses a cache may store with heuristic freshness (RFC 9110 §15.1).
+var heuristicStatus = map[int]bool{
+	200: true, 203: true, 204: true, 300: true, 301: true, 308: true,
+	404: true, 405: true, 410: true, 414: true, 501: true,
+}
+
+// understood reports a final status whose semantics the front implements
+// for storage (§3, §5.2.2.3): any defined final status but 206 (the front
+// stores whole objects only) and 304 (an answer to its own validation).
+func understood(status int) bool {
+	return status >= 200 && status != http.StatusPartialContent && status != http.StatusNotModified && http.StatusText(status) != ""
+}
+
+// Heuristic freshness (RFC 9111 §4.2.2): a tenth of the time since
+// Last-Modified, at most a day.
+const (
+	heuristicFraction = 10
+	heuristicMax      = 24 * time.Hour
+)
+
+// cacheControlOf returns the directives that apply to the front: those of
+// CDN-Cache-Control when the origin sent it (RFC 9213 §2.1), else
+// Cache-Control's.
+func cacheControlOf(h http.Header) (cc cacheControl, cdn bool) {
+	if v := h.Values("Cdn-Cache-Control"); len(v) > 0 {
+		if cc := parseCacheControl(strings.Join(v, ",")); !cc.invalid {
+			return cc, true
+		}
 	}
-	return n
+	return parseCacheControl(strings.Join(h.Values("Cache-Control"), ",")), false
 }
 
 // storable reports whether a shared cache may keep a response to a GET
-// request (RFC 9111 §3), and for how long it is fresh from the moment it was
-// received. authOK tells whether the stored response may also answer
-// requests that carry Authorization (§3.5).
-func storable(status int, h http.Header, now time.Time) (ok bool, lifetime time.Duration, immutable, authOK bool) {
-	switch status {
-	case http.StatusOK, http.StatusNonAuthoritativeInfo, http.StatusMovedPermanently,
-		http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
-	default:
-		return false, 0, false, false // errors and partial content are never kept
+// request (RFC 9111 §3), and the policy it is kept under.
+func storable(status int, h http.Header, now time.Time) (ok bool, p policy) {
+	if !understood(status) {
+		return false, p
 	}
 	if len(h.Values("Set-Cookie")) > 0 {
-		return false, 0, false, false
+		// Allowed by RFC 9111, but a session cookie kept in a shared cache
+		// is served to everyone: the front never stores one (as nginx and
+		// Varnish by default).
+		return false, p
 	}
 	for _, v := range h.Values("Vary") {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "Accept-Encoding") {
-				return false, 0, false, false
+				return false, p
 			}
 		}
 	}
 	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		// We fetch without Accept-Encoding; a coded body would be served to
 		// clients that may not accept it.
-		return false, 0, false, false
+		return false, p
 	}
-	cc := parseCacheControl(strings.Join(h.Values("Cache-Control"), ","))
-	if cc.noStore || cc.private || cc.noCache || cc.invalid {
-		return false, 0, false, false
+	cc, _ := cacheControlOf(h)
+	if cc.mustUnderstand {
+		// §5.2.2.3: a status the front understands may be stored whatever
+		// no-store says; any other must not be.
+		cc.noStore = false
 	}
+	if cc.noStore || cc.private || cc.invalid {
+		return false, p
+	}
+	date, ok := headerDate(h, "Date")
+	if !ok {
+		date = now
+	}
+	explicit := true
 	switch {
 	case cc.sMaxAge >= 0:
-		lifetime = time.Duration(cc.sMaxAge) * time.Second
+		p.lifetime = time.Duration(cc.sMaxAge) * time.Second
 	case cc.maxAge >= 0:
-		lifetime = time.Duration(cc.maxAge) * time.Second
-	case h.Get("Expires") != "":
-		exp, err := http.ParseTime(h.Get("Expires"))
-		if err != nil {
-			return false, 0, false, false // an invalid Expires means "already expired"
+		p.lifetime = time.Duration(cc.maxAge) * time.Second
+	case len(h.Values("Expires")) > 0:
+		// An Expires that is not one valid HTTP-date means "already
+		// expired" (§5.3).
+		if exp, ok := headerDate(h, "Expires"); ok {
+			p.lifetime = exp.Sub(date)
 		}
-		date := now
-		if d, err := http.ParseTime(h.Get("Date")); err == nil {
-			date = d
+	default:
+		explicit = false
+		if !heuristicStatus[status] && !cc.public {
+			return false, p
 		}
-		lifetime = exp.Sub(date)
+		if lm, ok := headerDate(h, "Last-Modified"); ok && lm.Before(date) {
+			p.lifetime = min(date.Sub(lm)/heuristicFraction, heuristicMax)
+		}
 	}
-	if age, err := strconv.ParseInt(h.Get("Age"), 10, 64); err == nil && age > 0 {
-		lifetime -= time.Duration(age) * time.Second
+	if age, ok := parseAge(h); ok {
+		p.lifetime -= time.Duration(age) * time.Second
 	}
-	if lifetime <= 0 {
-		return false, 0, false, false
+	validator := h.Get("Etag") != "" || h.Get("Last-Modified") != ""
+	if cc.noCache {
+		p.lifetime = 0
 	}
-	return true, lifetime, cc.immutable, cc.public || cc.sMaxAge >= 0 || cc.mustRevalidate
+	if p.lifetime <= 0 && !(validator && (explicit || cc.noCache)) {
+		return false, p
+	}
+	p.immutable = cc.immutable && p.lifetime > 0
+	p.authOK = cc.public || cc.sMaxAge >= 0 || cc.mustRevalidate
+	p.noStale = cc.mustRevalidate || cc.sMaxAge >= 0 || cc.noCache
+	if cc.staleWhileRevalidate > 0 {
+		p.swr = time.Duration(cc.staleWhileRevalidate) * time.Second
+	}
+	return true, p
 }

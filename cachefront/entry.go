@@ -16,6 +16,9 @@ type entry struct {
 	headers     []header // stored response fields, as offsets into hbuf
 	contentType []byte   // in hbuf
 	etag        []byte   // in hbuf
+	date        []byte   // in hbuf: the origin's Date, or when the response arrived
+	lastMod     []byte   // in hbuf: Last-Modified, for If-Modified-Since
+	lastModTime int64    // Last-Modified, unix seconds; 0 without one
 	body        []byte
 	rawHead     []byte // status line and stored fields as sent by the fast path, up to Date
 
@@ -25,6 +28,8 @@ type entry struct {
 	initAge   int64     // the origin's Age at that moment, seconds
 	freshTill int64     // unix nanoseconds; immutable objects: far future
 	authOK    bool      // may answer requests that carry Authorization
+	noStale   bool      // never served stale without validation (policy.noStale)
+	swrTill   int64     // unix ns: until then a stale copy is served while it is revalidated
 	cost      int64
 
 	// hitForPass marks a key the origin recently answered uncacheably:
@@ -45,6 +50,7 @@ type header struct {
 	k0, k1, v0, v1 int32
 	notModified    bool
 	freshness      bool
+	hidden         bool // kept for the front (CDN-Cache-Control), never sent
 }
 
 func (e *entry) key(h *header) []byte   { return e.hbuf[h.k0:h.k1:h.k1] }
@@ -63,6 +69,10 @@ var notStored = map[string]bool{
 	"X-Cache": true, "Cache-Status": true, "Content-Type": true, "Server": true,
 }
 
+// hiddenFields are stored (a 304 merges into them) but never sent: they
+// are meant for the front alone (RFC 9213 §2.1).
+var hiddenFields = map[string]bool{"Cdn-Cache-Control": true}
+
 var notModifiedFields = map[string]bool{
 	"Etag": true, "Cache-Control": true, "Expires": true, "Vary": true,
 	"Content-Location": true, "Last-Modified": true,
@@ -72,22 +82,36 @@ var notModifiedFields = map[string]bool{
 const neverExpires = int64(1<<63 - 1)
 
 // newEntry renders a stored response.
-func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received time.Time, lifetime time.Duration, immutable, authOK bool) *entry {
+func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received time.Time, p policy) *entry {
 	e := &entry{
 		status:    resp.StatusCode,
 		body:      body,
 		fetchedAt: fetchedAt,
 		received:  received,
-		authOK:    authOK,
+		authOK:    p.authOK,
+		noStale:   p.noStale,
 	}
-	if a, err := strconv.ParseInt(resp.Header.Get("Age"), 10, 64); err == nil && a > 0 {
+	if a, ok := parseAge(resp.Header); ok {
 		e.initAge = a
 	}
-	e.freshTill = received.Add(lifetime).UnixNano()
-	if immutable {
+	e.freshTill = received.Add(max(p.lifetime, 0)).UnixNano()
+	if p.immutable {
 		e.freshTill = neverExpires
 	}
+	if p.swr > 0 && !p.immutable {
+		e.swrTill = e.freshTill + int64(p.swr)
+	}
 	dropConnectionFields(resp.Header)
+	date := resp.Header.Get("Date")
+	if _, ok := headerDate(resp.Header, "Date"); !ok {
+		// Keep the origin's Date; add one only if it sent none (RFC 9110 §6.6.1).
+		date = received.UTC().Format(http.TimeFormat)
+	}
+	var lastMod string
+	if lm, ok := headerDate(resp.Header, "Last-Modified"); ok {
+		lastMod = resp.Header.Get("Last-Modified")
+		e.lastModTime = lm.Unix()
+	}
 	size, count := 0, 0
 	for k, vs := range resp.Header {
 		if hopByHop[k] || notStored[k] {
@@ -99,14 +123,14 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 		}
 	}
 	ct, etag := resp.Header.Get("Content-Type"), resp.Header.Get("Etag")
-	e.hbuf = make([]byte, 0, size+len(ct))
+	e.hbuf = make([]byte, 0, size+len(ct)+len(date))
 	e.headers = make([]header, 0, count)
 	for k, vs := range resp.Header {
 		if hopByHop[k] || notStored[k] {
 			continue
 		}
 		for _, v := range vs {
-			h := header{k0: int32(len(e.hbuf)), notModified: notModifiedFields[k], freshness: k == "Cache-Control" || k == "Expires"}
+			h := header{k0: int32(len(e.hbuf)), notModified: notModifiedFields[k], freshness: k == "Cache-Control" || k == "Expires", hidden: hiddenFields[k]}
 			e.hbuf = append(e.hbuf, k...)
 			h.k1, h.v0 = int32(len(e.hbuf)), int32(len(e.hbuf))
 			e.hbuf = append(e.hbuf, v...)
@@ -115,6 +139,9 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 			if k == "Etag" && v == etag {
 				e.etag = e.hbuf[h.v0:h.v1:h.v1]
 			}
+			if k == "Last-Modified" && v == lastMod {
+				e.lastMod = e.hbuf[h.v0:h.v1:h.v1]
+			}
 		}
 	}
 	if ct != "" {
@@ -122,6 +149,9 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 		e.hbuf = append(e.hbuf, ct...)
 		e.contentType = e.hbuf[at:len(e.hbuf):len(e.hbuf)]
 	}
+	at := len(e.hbuf)
+	e.hbuf = append(e.hbuf, date...)
+	e.date = e.hbuf[at:len(e.hbuf):len(e.hbuf)]
 	n := int64(len(e.hbuf) + 4*len(e.headers))
 	e.rawHead = e.renderHead()
 	n += int64(len(e.rawHead))
@@ -132,6 +162,40 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 	// that many tiny objects still respect the budget.
 	e.cost = int64(len(body)) + n + 256
 	return e
+}
+
+// header returns the stored response's fields, as an origin would send
+// them (for merging a 304 into them).
+func (e *entry) header() http.Header {
+	h := make(http.Header, len(e.headers)+2)
+	for i := range e.headers {
+		x := &e.headers[i]
+		k := string(e.key(x))
+		h[k] = append(h[k], string(e.value(x)))
+	}
+	if len(e.contentType) > 0 {
+		h.Set("Content-Type", string(e.contentType))
+	}
+	h.Set("Date", string(e.date))
+	return h
+}
+
+// Fields of a 304 that are not merged into the stored response (RFC 9111
+// §3.2): besides those never stored, the ones the stored body depends on.
+var notMerged = map[string]bool{"Content-Encoding": true, "Content-Range": true, "Transfer-Encoding": true}
+
+// merge304 returns the stored response's fields updated with those of a
+// 304 that validated it (RFC 9111 §4.3.4).
+func (e *entry) merge304(h304 http.Header) http.Header {
+	h := e.header()
+	dropConnectionFields(h304)
+	for k, vs := range h304 {
+		if hopByHop[k] || notMerged[k] || k == "Content-Length" || k == "X-Cache" || k == "Cache-Status" || k == "X-Served-By" {
+			continue
+		}
+		h[k] = vs
+	}
+	return h
 }
 
 // fresh reports whether e may be served without asking the origin.
@@ -177,6 +241,9 @@ func (e *entry) renderHead() []byte {
 	b = append(b, "\r\n"...)
 	for i := range e.headers {
 		h := &e.headers[i]
+		if h.hidden {
+			continue
+		}
 		for _, c := range e.value(h) {
 			if c == '\r' || c == '\n' || c == 0 {
 				return nil

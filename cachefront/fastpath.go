@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,7 +240,7 @@ func (l *listener) serveFast(f *Front, fc *fastConn) {
 // change per response, and the body, in one writev.
 func (l *listener) writeFast(f *Front, c net.Conn, fc *fastConn, e *entry, req fastRequest, start time.Time) bool {
 	fc.dyn = append(fc.dyn[:0], "Date: "...)
-	fc.dyn = append(fc.dyn, f.httpDate(start)...)
+	fc.dyn = append(fc.dyn, e.date...)
 	fc.dyn = append(fc.dyn, "\r\nAge: "...)
 	fc.dyn = strconv.AppendInt(fc.dyn, e.age(start), 10)
 	if req.closeAfter {
@@ -465,22 +464,6 @@ func parseFastRequest(head []byte) (r fastRequest, ok bool) {
 		}
 	}
 	return r, hasHost
-}
-
-// httpDate is the Date field value for now, formatted once a second.
-func (f *Front) httpDate(now time.Time) []byte {
-	sec := now.Unix()
-	if d := f.date.Load(); d != nil && d.sec == sec {
-		return d.b
-	}
-	d := &cachedDate{sec: sec, b: now.UTC().AppendFormat(nil, http.TimeFormat)}
-	f.date.Store(d)
-	return d.b
-}
-
-type cachedDate struct {
-	sec int64
-	b   []byte
 }
 
 // isTokenChar reports whether c may appear in a field name (RFC 9110 §5.6.2).

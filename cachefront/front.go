@@ -51,14 +51,15 @@ type Front struct {
 	flightMu sync.Mutex
 	flights  map[string]*flight
 
+	invalMu     sync.Mutex
+	invalidated map[string]time.Time // non-blob keys invalidated recently (invalidate.go)
+
 	purgeMu sync.Mutex
 	purges  atomic.Pointer[map[string]int64] // blob hash → purge time (unix ns), copy-on-write
 
 	baseCtx    context.Context // cancelled by Close after the listeners drained
 	baseCancel context.CancelFunc
 	wg         sync.WaitGroup // detached origin fetches and background loops
-
-	date atomic.Pointer[cachedDate] // the Date field, formatted once a second
 
 	retryAfter []byte // Retry-After of a 503 when no backend is up: the health interval, in seconds
 

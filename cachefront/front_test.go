@@ -228,8 +228,11 @@ func TestStorability(t *testing.T) {
 		{"vary cookie", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "Cookie"}, false},
 		{"vary star", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "*"}, false},
 		{"content-encoding", 200, map[string]string{"Cache-Control": "public, max-age=60", "Content-Encoding": "gzip"}, false},
-		{"404", 404, map[string]string{"Cache-Control": "public, max-age=60"}, false},
-		{"500", 500, map[string]string{"Cache-Control": "public, max-age=60"}, false},
+		// RFC 9111 §3: any final status the cache understands may be
+		// stored with explicit freshness.
+		{"404", 404, map[string]string{"Cache-Control": "public, max-age=60"}, true},
+		{"500", 500, map[string]string{"Cache-Control": "public, max-age=60"}, true},
+		{"404 without freshness", 404, nil, false},
 		{"206", 206, map[string]string{"Cache-Control": "public, max-age=60", "Content-Range": "bytes 0-1/10"}, false},
 	}
 	for _, tc := range tests {

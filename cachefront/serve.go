@@ -155,7 +155,7 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && httpsem.IfNoneMatch(inm, e.etag) {
 			rh.SetStatusCode(http.StatusNotModified)
 			for i := range e.headers {
-				if h := &e.headers[i]; h.notModified {
+				if h := &e.headers[i]; h.notModified && !h.hidden {
 					rh.AddBytesKV(e.key(h), e.value(h))
 				}
 			}
@@ -191,7 +191,7 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 	unsatisfiable := status == http.StatusRequestedRangeNotSatisfiable
 	for i := range e.headers {
 		h := &e.headers[i]
-		if unsatisfiable && h.freshness {
+		if h.hidden || unsatisfiable && h.freshness {
 			continue
 		}
 		rh.AddBytesKV(e.key(h), e.value(h))
@@ -224,6 +224,8 @@ type flight struct {
 	stale    *entry // origin failed: serve this stale object
 	err      error  // origin failed and nothing stale: 502/504
 	pass     bool   // not cacheable: the leader gets resp, the others ask the origin themselves
+	stored   bool   // entry was handed to the cache
+	status   int    // the origin's status
 	servedBy string
 
 	mu      sync.Mutex
@@ -253,6 +255,9 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key, target string, 
 		if stale != nil && len(stale.etag) > 0 {
 			req.Header.Set("If-None-Match", string(stale.etag))
 		}
+		if stale != nil && len(stale.lastMod) > 0 {
+			req.Header.Set("If-Modified-Since", string(stale.lastMod))
+		}
 		f.wg.Add(1)
 		go f.fetch(l.own, fl, key, req, stale)
 	} else {
@@ -267,7 +272,7 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key, target string, 
 		if leader {
 			fl.abandon()
 		}
-		if stale != nil {
+		if stale != nil && !stale.noStale {
 			f.m.stale.Inc()
 			f.writeEntry(ctx, stale, time.Now(), valHit, statusStale, "")
 			return
@@ -354,80 +359,64 @@ func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale 
 	timer := time.AfterFunc(f.cfg.OriginTimeout, cancel)
 	req = req.WithContext(rctx)
 	fetchedAt := time.Now()
-	resp, b, err := f.roundTrip(req, own, nil)
-	if err != nil {
+	done := func() {
 		timer.Stop()
 		cancel()
-		if stale != nil {
-			fl.stale = stale
-			return
-		}
-		fl.err = err
+	}
+	resp, b, err := f.roundTrip(req, own, nil)
+	if err != nil {
+		done()
+		fl.fail(stale, err)
 		return
 	}
 	fl.servedBy = b.addr
+	fl.status = resp.StatusCode
 	received := time.Now()
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
-		// Revalidated: the stored body is still current.
+		// Validated: the stored body is still current. The 304's fields
+		// update the stored ones, and freshness is computed again from the
+		// result (RFC 9111 §4.3.4).
 		resp.Body.Close()
-		timer.Stop()
-		cancel()
-		resp.StatusCode = stale.status
-		if ok, lifetime, imm, authOK := storable(stale.status, resp.Header, received); ok {
-			e := *stale
-			e.received, e.fetchedAt, e.authOK = received, fetchedAt, authOK
-			e.initAge = 0
-			if a, err := strconv.ParseInt(resp.Header.Get("Age"), 10, 64); err == nil && a > 0 {
-				e.initAge = a
-			}
-			e.freshTill = received.Add(lifetime).UnixNano()
-			if imm {
-				e.freshTill = neverExpires
-			}
-			f.store(key, &e, lifetime, imm)
-			fl.entry = &e
-			return
+		done()
+		merged := stale.merge304(resp.Header)
+		ok, p := storable(stale.status, merged, received)
+		e := newEntry(key, &http.Response{StatusCode: stale.status, Header: merged}, stale.body, fetchedAt, received, p)
+		e.hash = stale.hash
+		if ok && !f.invalidatedSince(key, fetchedAt) {
+			f.store(key, e, p)
 		}
-		fl.stale = stale
+		fl.entry = e
 		return
 	}
-	if resp.StatusCode >= 500 && stale != nil {
+	if resp.StatusCode >= 500 && stale != nil && !stale.noStale {
 		resp.Body.Close()
-		timer.Stop()
-		cancel()
+		done()
 		fl.stale = stale
 		return
 	}
-	ok, lifetime, imm, authOK := storable(resp.StatusCode, resp.Header, received)
+	ok, p := storable(resp.StatusCode, resp.Header, received)
 	if ok && resp.ContentLength <= f.cfg.MaxObject {
 		body, complete, err := readUpTo(resp.Body, resp.ContentLength, f.cfg.MaxObject)
 		if err != nil {
 			// A truncated body is never stored nor served under 200.
 			resp.Body.Close()
-			timer.Stop()
-			cancel()
-			if stale != nil {
-				fl.stale = stale
-			} else {
-				fl.err = err
-			}
+			done()
+			fl.fail(stale, err)
 			return
 		}
 		if complete {
 			resp.Body.Close()
-			timer.Stop()
-			cancel()
-			e := newEntry(key, resp, body, fetchedAt, received, lifetime, imm, authOK)
+			done()
+			e := newEntry(key, resp, body, fetchedAt, received, p)
 			if e.hash != "" && e.status == http.StatusOK && !f.cfg.SkipVerify && !hashMatches(e.hash, body) {
 				f.log.Error("origin answered with bytes that do not match the hash; not stored, not served", "path", key, "backend", b.addr)
-				if stale != nil {
-					fl.stale = stale
-				} else {
-					fl.err = fmt.Errorf("%s from %s: %w", key, b.addr, ErrDigestMismatch)
-				}
+				fl.fail(stale, fmt.Errorf("%s from %s: %w", key, b.addr, ErrDigestMismatch))
 				return
 			}
-			f.store(key, e, lifetime, imm)
+			if !f.invalidatedSince(key, fetchedAt) {
+				f.store(key, e, p)
+				fl.stored = true
+			}
 			fl.entry = e
 			return
 		}
@@ -449,10 +438,31 @@ func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale 
 	fl.offer(resp)
 }
 
-func (f *Front) store(key string, e *entry, lifetime time.Duration, immutable bool) {
+// errMustRevalidate reports a stored response that could not be validated
+// and must not be served stale (RFC 9111 §4.2.4): 504.
+var errMustRevalidate = errors.New("the stored response must be validated and the origin did not answer")
+
+// fail ends a flight whose origin request failed: the stale copy when
+// there is one that may be served stale, else the error.
+func (fl *flight) fail(stale *entry, err error) {
+	switch {
+	case stale != nil && !stale.noStale:
+		fl.stale = stale
+	case stale != nil:
+		fl.err = fmt.Errorf("%w: %w", errMustRevalidate, err)
+	default:
+		fl.err = err
+	}
+}
+
+func (f *Front) store(key string, e *entry, p policy) {
 	var ttl time.Duration
-	if !immutable {
-		ttl = lifetime + f.cfg.StaleIfError
+	if !p.immutable {
+		ttl = max(p.lifetime, 0) + max(f.cfg.StaleIfError, p.swr)
+		if e.noStale {
+			// Kept only to be validated: a stale copy is never served.
+			ttl = max(p.lifetime, 0) + time.Hour
+		}
 	}
 	// Sets are asynchronous and may be dropped or refused; nothing relies
 	// on finding the object afterwards.
@@ -534,6 +544,7 @@ func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx) {
 		f.writeOriginError(ctx, err)
 		return
 	}
+	f.invalidateAfter(ctx, resp)
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	f.writeResponse(ctx, resp, b.addr, statusPass)
 }
@@ -544,7 +555,7 @@ func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, ser
 	rh.SetStatusCode(resp.StatusCode)
 	dropConnectionFields(resp.Header)
 	for k, vs := range resp.Header {
-		if hopByHop[k] || k == "Content-Length" || k == "X-Cache" || k == "Cache-Status" {
+		if hopByHop[k] || hiddenFields[k] || k == "Content-Length" || k == "X-Cache" || k == "Cache-Status" {
 			continue
 		}
 		for _, v := range vs {
@@ -632,6 +643,10 @@ func (f *Front) writeOriginError(ctx *fasthttp.RequestCtx, err error) {
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout()) {
 		f.writeError(ctx, http.StatusGatewayTimeout, "origin timed out")
+		return
+	}
+	if errors.Is(err, errMustRevalidate) {
+		f.writeError(ctx, http.StatusGatewayTimeout, "the stored response must be validated, and the origin did not answer")
 		return
 	}
 	if errors.Is(err, ErrNoBackend) {

@@ -1,0 +1,357 @@
+package cachefront
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Issue 13: HTTP caching per RFC 9111, 9211, 9213 and 5861. Each test
+// scripts an origin (/case/<name>) and counts the requests it sees.
+
+// script registers a /case/ handler that answers with the given fields
+// and a body naming how many requests it has seen.
+func script(o *testOrigin, name string, fn func(n int, w http.ResponseWriter, r *http.Request)) {
+	var mu sync.Mutex
+	n := 0
+	o.handle(name, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		k := n
+		mu.Unlock()
+		fn(k, w, r)
+	})
+}
+
+func isHit(r result) bool { return r.header.Get("X-Cache") == "HIT" }
+
+// TestInvalidationOnUnsafeMethods: a 2xx or 3xx answer to POST, PUT,
+// DELETE or an unknown method removes the stored responses for the target
+// URI and for same-origin Location and Content-Location (RFC 9111 §4.4).
+func TestInvalidationOnUnsafeMethods(t *testing.T) {
+	tests := []struct {
+		name        string
+		method      string
+		status      int
+		location    string // Location of the write's answer
+		contentLoc  string // Content-Location of the write's answer
+		target      bool   // target URI invalidated
+		pointed     bool   // /case/<name>-other invalidated
+		otherOrigin bool   // the pointer names another host
+	}{
+		{name: "post", method: "POST", status: 200, target: true},
+		{name: "put", method: "PUT", status: 201, target: true},
+		{name: "delete", method: "DELETE", status: 204, target: true},
+		{name: "unknown method", method: "FROB", status: 200, target: true},
+		{name: "redirect answer", method: "POST", status: 303, target: true},
+		{name: "error answer keeps", method: "POST", status: 404},
+		{name: "5xx keeps", method: "DELETE", status: 500},
+		{name: "location", method: "POST", status: 201, location: "/case/location-other", target: true, pointed: true},
+		{name: "content-location", method: "PUT", status: 200, contentLoc: "/case/content-location-other", target: true, pointed: true},
+		{name: "relative content-location", method: "PUT", status: 200, contentLoc: "relative-content-location-other", target: true, pointed: true},
+		{name: "absolute same host", method: "PUT", status: 200, contentLoc: "http://HOST/case/absolute-same-host-other", target: true, pointed: true},
+		{name: "other origin", method: "PUT", status: 200, location: "http://elsewhere.example/case/other-origin-other", target: true, otherOrigin: true},
+	}
+	o := newOrigin(t, "A")
+	f, urls := startFront(t, Config{}, o)
+	host := strings.TrimPrefix(urls[0], "http://")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(tc.name, " ", "-")
+			cacheable := func(n int, w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodGet {
+					if tc.location != "" {
+						w.Header().Set("Location", tc.location)
+					}
+					if tc.contentLoc != "" {
+						w.Header().Set("Content-Location", strings.Replace(tc.contentLoc, "HOST", host, 1))
+					}
+					w.WriteHeader(tc.status)
+					return
+				}
+				w.Header().Set("Cache-Control", "max-age=600")
+				fmt.Fprintf(w, "version %d", n)
+			}
+			script(o, name, cacheable)
+			script(o, name+"-other", cacheable)
+			target, other := urls[0]+"/case/"+name, urls[0]+"/case/"+name+"-other"
+			get(t, target)
+			get(t, other)
+			settle(f)
+			if !isHit(get(t, target)) || !isHit(get(t, other)) {
+				t.Fatal("not stored before the write")
+			}
+			if r := do(t, tc.method, target, nil); r.status != tc.status {
+				t.Fatalf("%s: %d, want %d", tc.method, r.status, tc.status)
+			}
+			settle(f)
+			if got := isHit(get(t, target)); got == tc.target {
+				t.Errorf("target URI: hit %v after the write, want invalidated %v", got, tc.target)
+			}
+			if got := isHit(get(t, other)); got == tc.pointed {
+				t.Errorf("pointed-to URI: hit %v after the write, want invalidated %v", got, tc.pointed)
+			}
+		})
+	}
+}
+
+// TestInvalidationBeatsFetchInFlight: a fetch that started before a
+// successful write does not store what it gets.
+func TestInvalidationBeatsFetchInFlight(t *testing.T) {
+	o := newOrigin(t, "A")
+	release := make(chan struct{})
+	script(o, "slow", func(n int, w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			return
+		}
+		if n == 1 {
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(w, "version %d", n)
+	})
+	f, urls := startFront(t, Config{}, o)
+	done := make(chan result)
+	go func() { done <- get(t, urls[0]+"/case/slow") }()
+	eventually(t, 2*time.Second, "the fetch to start", func() bool { return o.count("/case/slow") == 1 })
+	do(t, http.MethodDelete, urls[0]+"/case/slow", nil)
+	close(release)
+	<-done
+	settle(f)
+	if r := get(t, urls[0]+"/case/slow"); isHit(r) {
+		t.Fatalf("served %q from the cache: the response fetched before the write was stored", r.body)
+	}
+}
+
+// TestStaleWhenForbidden: must-revalidate, proxy-revalidate and s-maxage
+// (and no-cache) forbid serving a stale response without validation: with
+// the origin down the answer is 504, with the origin answering 5xx it is
+// the origin's answer (RFC 9111 §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10).
+// Without them, stale-if-error serves the stale copy.
+func TestStaleWhenForbidden(t *testing.T) {
+	tests := []struct {
+		cc        string
+		mayServe  bool
+		validator bool
+	}{
+		{"max-age=1", true, false},
+		{"max-age=1, must-revalidate", false, false},
+		{"max-age=1, proxy-revalidate", false, false},
+		{"s-maxage=1", false, false},
+		{"no-cache", false, true},
+	}
+	for _, down := range []bool{false, true} {
+		o := newOrigin(t, "A")
+		f, urls := startFront(t, Config{}, o)
+		for i, tc := range tests {
+			script(o, fmt.Sprint(i), func(n int, w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", tc.cc)
+				if tc.validator {
+					w.Header().Set("ETag", `"x"`)
+				}
+				fmt.Fprint(w, "stored")
+			})
+			get(t, fmt.Sprintf("%s/case/%d", urls[0], i))
+		}
+		settle(f)
+		time.Sleep(1100 * time.Millisecond)
+		if down {
+			o.srv.Close()
+		} else {
+			o.failing.Store(true)
+		}
+		for i, tc := range tests {
+			t.Run(fmt.Sprintf("%s, origin down %v", tc.cc, down), func(t *testing.T) {
+				r := get(t, fmt.Sprintf("%s/case/%d", urls[0], i))
+				want := http.StatusGatewayTimeout
+				if !down {
+					want = http.StatusServiceUnavailable // the origin's own answer
+				}
+				if tc.mayServe {
+					want = 200
+				}
+				if r.status != want {
+					t.Fatalf("%d %q, want %d", r.status, r.body, want)
+				}
+			})
+		}
+	}
+}
+
+// TestValidation: a 304 updates the stored response's fields and its
+// freshness (RFC 9111 §4.3.4), a response with only Last-Modified is
+// validated with If-Modified-Since (§4.3.1).
+func TestValidation(t *testing.T) {
+	o := newOrigin(t, "A")
+	lastMod := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+	script(o, "etag", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Version", fmt.Sprint(n))
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			// No Cache-Control on the 304: the stored max-age applies again.
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("ETag", `"v1"`)
+		fmt.Fprint(w, "body")
+	})
+	script(o, "lastmod", func(n int, w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-Modified-Since") == lastMod {
+			w.Header().Set("Cache-Control", "max-age=600") // a new lifetime
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("Last-Modified", lastMod)
+		fmt.Fprint(w, "body")
+	})
+	f, urls := startFront(t, Config{}, o)
+	for _, c := range []string{"etag", "lastmod"} {
+		get(t, urls[0]+"/case/"+c)
+	}
+	settle(f)
+	time.Sleep(1100 * time.Millisecond)
+	tests := []struct {
+		name, path string
+		header     string // a field the revalidated response must carry
+		value      string
+	}{
+		{"304 fields merged, stored freshness kept", "etag", "X-Version", "2"},
+		{"If-Modified-Since, new freshness from the 304", "lastmod", "Cache-Control", "max-age=600"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			url := urls[0] + "/case/" + tc.path
+			r := get(t, url)
+			if r.status != 200 || string(r.body) != "body" || r.header.Get(tc.header) != tc.value {
+				t.Fatalf("revalidated: %d %q %s=%q, want 200 %q %s=%q", r.status, r.body, tc.header, r.header.Get(tc.header), "body", tc.header, tc.value)
+			}
+			settle(f)
+			r = get(t, url)
+			if !isHit(r) || r.header.Get(tc.header) != tc.value {
+				t.Fatalf("after the 304: %s %s=%q, want a fresh HIT with %q", r.header.Get("X-Cache"), tc.header, r.header.Get(tc.header), tc.value)
+			}
+			if a := r.header.Get("Age"); a != "0" && a != "1" {
+				t.Fatalf("Age %s after revalidation", a)
+			}
+			if got := o.count("/case/" + tc.path); got != 2 {
+				t.Fatalf("origin requests = %d, want 2", got)
+			}
+		})
+	}
+}
+
+// TestFreshnessParsing: Age's first member counts, an Expires that is not
+// one strict HTTP-date means expired, huge delta-seconds are capped rather
+// than overflowing, "GMT" in any case (RFC 9111 §1.2.2, §5.1, §5.3).
+func TestFreshnessParsing(t *testing.T) {
+	in := func(d time.Duration) string { return time.Now().Add(d).UTC().Format(http.TimeFormat) }
+	tests := []struct {
+		name   string
+		header map[string]string
+		stored bool
+		minAge int
+	}{
+		{"age list: first member", map[string]string{"Cache-Control": "max-age=7260", "Age": "7200, 0"}, true, 7200},
+		{"age list: first member expired", map[string]string{"Cache-Control": "max-age=7200", "Age": "7200, 0"}, false, 0},
+		{"huge max-age", map[string]string{"Cache-Control": "max-age=99999999999"}, true, 0},
+		{"huge s-maxage", map[string]string{"Cache-Control": "s-maxage=99999999999999999999"}, true, 0},
+		{"expires", map[string]string{"Expires": in(time.Hour)}, true, 0},
+		{"expires lower-case gmt", map[string]string{"Expires": strings.Replace(in(time.Hour), "GMT", "gmt", 1)}, true, 0},
+		{"expires rfc850", map[string]string{"Expires": time.Now().Add(time.Hour).UTC().Format("Monday, 02-Jan-06 15:04:05 GMT")}, true, 0},
+		{"expires asctime", map[string]string{"Expires": time.Now().Add(time.Hour).UTC().Format(time.ANSIC)}, true, 0},
+		{"expires extra spaces", map[string]string{"Expires": strings.Replace(in(time.Hour), " ", "  ", 1)}, false, 0},
+		{"expires one-digit hour", map[string]string{"Expires": "Thu, 01 Jan 2099 1:00:00 GMT"}, false, 0},
+		{"expires not GMT", map[string]string{"Expires": strings.Replace(in(time.Hour), "GMT", "UTC", 1)}, false, 0},
+		{"expires garbage", map[string]string{"Expires": "soon"}, false, 0},
+	}
+	o := newOrigin(t, "A")
+	f, urls := startFront(t, Config{}, o)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(tc.name, " ", "-")
+			name = strings.ReplaceAll(name, ":", "")
+			script(o, name, func(n int, w http.ResponseWriter, r *http.Request) {
+				for k, v := range tc.header {
+					w.Header().Set(k, v)
+				}
+				fmt.Fprint(w, "x")
+			})
+			get(t, urls[0]+"/case/"+name)
+			settle(f)
+			r := get(t, urls[0]+"/case/"+name)
+			if isHit(r) != tc.stored {
+				t.Fatalf("second request hit %v, want %v", isHit(r), tc.stored)
+			}
+			if tc.stored && tc.minAge > 0 {
+				var age int
+				fmt.Sscan(r.header.Get("Age"), &age)
+				if age < tc.minAge {
+					t.Fatalf("Age %q, want at least %d", r.header.Get("Age"), tc.minAge)
+				}
+			}
+		})
+	}
+	// Several Expires lines are invalid, hence expired.
+	o.handle("two-expires", func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Expires"] = []string{in(time.Hour), in(2 * time.Hour)}
+		fmt.Fprint(w, "x")
+	})
+	get(t, urls[0]+"/case/two-expires")
+	settle(f)
+	if isHit(get(t, urls[0]+"/case/two-expires")) {
+		t.Fatal("a response with two Expires lines was stored as fresh")
+	}
+}
+
+func TestParseHTTPDate(t *testing.T) {
+	want := time.Date(1994, 11, 6, 8, 49, 37, 0, time.UTC)
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"Sun, 06 Nov 1994 08:49:37 GMT", true},
+		{"Sun, 06 Nov 1994 08:49:37 gmt", true},
+		{"Sunday, 06-Nov-94 08:49:37 GMT", true},
+		{"Sun Nov  6 08:49:37 1994", true},
+		{"Sun, 06 Nov 1994 8:49:37 GMT", false},
+		{"Sun, 6 Nov 1994 08:49:37 GMT", false},
+		{"Sun,  06 Nov 1994 08:49:37 GMT", false},
+		{"Sun, 06 Nov 1994 08:49:37 +0000", false},
+		{"Xyz, 06 Nov 1994 08:49:37 GMT", false},
+		{"Sun, 31 Feb 1994 08:49:37 GMT", false},
+		{"Sun, 06 Nov 1994 24:49:37 GMT", false},
+		{"Sun Nov 06 08:49:37 1994", true},
+		{"", false},
+	} {
+		got, ok := parseHTTPDate(tc.in)
+		if ok != tc.ok || (ok && !got.Equal(want)) {
+			t.Errorf("parseHTTPDate(%q) = %v, %v; want ok %v", tc.in, got, ok, tc.ok)
+		}
+	}
+}
+
+// TestOriginDateKept: a stored response keeps the origin's Date (RFC 9110
+// §6.6.1); one without gets the time it arrived.
+func TestOriginDateKept(t *testing.T) {
+	o := newOrigin(t, "A")
+	date := time.Now().Add(-10 * time.Minute).UTC().Format(http.TimeFormat)
+	script(o, "dated", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", date)
+		w.Header().Set("Cache-Control", "max-age=3600")
+		fmt.Fprint(w, "x")
+	})
+	f, urls := startFront(t, Config{}, o)
+	get(t, urls[0]+"/case/dated")
+	settle(f)
+	time.Sleep(1100 * time.Millisecond)
+	// A hit on the fast path (a connection that only ever hit). Answers
+	// that fasthttp writes carry its clock: it sets Date itself.
+	r := raw(t, strings.TrimPrefix(urls[0], "http://"), "GET", "GET /case/dated HTTP/1.1\r\nHost: x\r\n\r\n")
+	if r.header.Get("X-Cache") != "HIT" || r.header.Get("Date") != date {
+		t.Fatalf("%s with Date %q, want a hit with the origin's %q", r.header.Get("X-Cache"), r.header.Get("Date"), date)
+	}
+}
