@@ -88,7 +88,15 @@ func (s *Server) putImage(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("ETag", `"`+b.Hash.String()+`"`)
 	w.Header().Set("Location", blobURL(b.Hash))
+	pointAtRedirect(w, name)
 	return writeJSON(w, status, imageJSON{blobJSON: blobView(b), Name: name, Previous: hashString(prev)})
+}
+
+// pointAtRedirect names the name's /i/ redirect, which a write makes
+// obsolete, in Content-Location: a cache in front (cachefront) invalidates
+// it at once, with the request's own /v1/images/{name} (RFC 9111 §4.4).
+func pointAtRedirect(w http.ResponseWriter, name string) {
+	w.Header().Set("Content-Location", "/i/"+url.PathEscape(name))
 }
 
 func checkEarly(p blobstore.Precondition, cur *blobstore.Hash) error {
@@ -131,6 +139,7 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	pointAtRedirect(w, name)
 	return writeJSON(w, http.StatusOK, map[string]string{"name": name, "previous": prev.String()})
 }
 

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"image"
+	pngenc "image/png"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -204,4 +206,85 @@ func joinLines(s []string) string {
 		b.WriteString("  " + l + "\n")
 	}
 	return b.String()
+}
+
+// TestNameWriteInvalidatesFront is issue 13's item 1 end to end: the app
+// answers a write of /v1/images/{name} with Content-Location: /i/{name},
+// and the front drops its stored redirect at once, so a moved or deleted
+// name stops redirecting to the old blob without waiting for its max-age.
+func TestNameWriteInvalidatesFront(t *testing.T) {
+	data := filepath.Join(pgtest.TempDir(t), "data")
+	up := startNode(t, data, nil)
+	defer up.shutdown(t)
+	base := "http://" + up.Fronts[0]
+	client := &http.Client{
+		Timeout:       20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	send := func(method, path string, body []byte) (*http.Response, string) {
+		t.Helper()
+		var r io.Reader
+		if body != nil {
+			r = bytes.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, base+path, r)
+		req.Header.Set("Authorization", "Bearer "+up.Token)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	png := func(c uint8) []byte {
+		img := image.NewRGBA(image.Rect(0, 0, 4, 4))
+		for i := range img.Pix {
+			img.Pix[i] = c
+		}
+		var b bytes.Buffer
+		if err := pngenc.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	getRedirect := func() (int, string, string) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/i/logo", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Location"), resp.Header.Get("X-Cache")
+	}
+
+	if resp, body := send(http.MethodPut, "/v1/images/logo", png(10)); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+	} else if cl := resp.Header.Get("Content-Location"); cl != "/i/logo" {
+		t.Fatalf("PUT answered Content-Location %q, want /i/logo", cl)
+	}
+	_, first, _ := getRedirect()
+	var cache string
+	for range 50 { // the front stores asynchronously
+		if _, _, cache = getRedirect(); cache == "HIT" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if cache != "HIT" {
+		t.Fatalf("/i/logo never served from the front's cache (X-Cache %q): nothing to invalidate", cache)
+	}
+	if resp, body := send(http.MethodPut, "/v1/images/logo", png(200)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("second PUT: %d %s", resp.StatusCode, body)
+	}
+	if code, loc, _ := getRedirect(); code != http.StatusFound || loc == first {
+		t.Fatalf("after the edit: %d to %q, want a 302 to the new blob, not %q", code, loc, first)
+	}
+	if resp, body := send(http.MethodDelete, "/v1/images/logo", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
+	}
+	if code, loc, _ := getRedirect(); code != http.StatusNotFound {
+		t.Fatalf("after the delete: %d to %q, want 404 at once", code, loc)
+	}
 }
