@@ -20,8 +20,11 @@ type GCResult struct {
 }
 
 // GC removes blobs that no name points at, that were not uploaded (or
-// re-uploaded) within grace, and that no name left within grace: an old URL
-// keeps serving for at least grace after its name moved on.
+// re-uploaded) within grace, that no name left within grace (an old URL
+// keeps serving for at least grace after its name moved on), and that are
+// no remaining source's variant. Removing a source removes its variants'
+// records; its variant blobs go in the same run when nothing else keeps
+// them.
 //
 // It stays online on a large store: it walks the candidates (blobs last put
 // before the cutoff, fixed when it starts) once, in (last_put_at, id) order
@@ -47,42 +50,80 @@ func (s *Store) GC(ctx context.Context, grace time.Duration) (GCResult, error) {
 	var afterAt time.Time // keyset cursor: the last candidate seen
 	afterID := int64(-1)
 	first := true
+	var orphans []int64 // variants whose source this run collected
 	for {
 		ids, lastAt, lastID, err := s.gcCandidates(ctx, cutoff, first, afterAt, afterID)
 		if err != nil {
 			return res, err
 		}
 		if len(ids) == 0 {
-			return res, nil
+			break
 		}
 		first, afterAt, afterID = false, lastAt, lastID
 		res.Examined += int64(len(ids))
-		// The OFFSET 0 in each NOT EXISTS keeps it a probe of the index per
-		// candidate: without it the planner may hash-join against the whole
-		// names table, a scan per batch that grows with the store.
-		var n, bytes int64
-		err = s.pool.QueryRow(ctx, `WITH doomed AS (
-				SELECT b.id FROM blobs b
-				WHERE b.id = ANY($1) AND b.last_put_at < $2
-				  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash OFFSET 0)
-				  AND NOT EXISTS (SELECT 1 FROM name_history h WHERE h.blob_hash = b.hash AND h.at >= $2 OFFSET 0)
-				  AND NOT EXISTS (SELECT 1 FROM name_history h WHERE h.previous = b.hash AND h.at >= $2 OFFSET 0)
-				FOR UPDATE SKIP LOCKED
-			), gone AS (
-				DELETE FROM blobs b USING doomed d WHERE b.id = d.id
-				  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash)
-				RETURNING b.size
-			)
-			SELECT count(*), coalesce(sum(size), 0) FROM gone`, ids, cutoff).Scan(&n, &bytes)
+		orph, err := s.gcDelete(ctx, ids, cutoff, &res)
 		if err != nil {
-			return res, fmt.Errorf("gc: %w", err)
+			return res, err
 		}
-		res.Blobs += n
-		res.Bytes += bytes
-		if n > 0 {
-			s.log.Info("gc batch", "blobs", n, "bytes", bytes)
-		}
+		orphans = append(orphans, orph...)
 	}
+	// A variant examined before its source went was kept for that source:
+	// look at those again, so that the variants of a collected source go in
+	// the same run (each still under the rules above: unnamed, not put
+	// within grace, and no other live source's variant). A variant of a
+	// variant comes out of this loop too, one generation a round.
+	for round := 0; len(orphans) > 0 && round < 8; round++ {
+		var next []int64
+		for len(orphans) > 0 {
+			batch := orphans[:min(len(orphans), gcBatch)]
+			orphans = orphans[len(batch):]
+			orph, err := s.gcDelete(ctx, batch, cutoff, &res)
+			if err != nil {
+				return res, err
+			}
+			next = append(next, orph...)
+		}
+		orphans = next
+	}
+	return res, nil
+}
+
+// gcDelete deletes, in one transaction, those of the blobs ids that GC may
+// collect, adds them to res, and returns the variants of the blobs it
+// deleted (their variants rows go with them, by the foreign key's cascade;
+// the variant blobs are then candidates like any other).
+func (s *Store) gcDelete(ctx context.Context, ids []int64, cutoff time.Time, res *GCResult) (orphans []int64, err error) {
+	// The OFFSET 0 in each NOT EXISTS keeps it a probe of the index per
+	// candidate: without it the planner may hash-join against the whole
+	// names table, a scan per batch that grows with the store. Every part
+	// of the statement sees the rows as they were before its DELETE, so
+	// orphans lists the variants of what it deletes.
+	var n, bytes int64
+	err = s.pool.QueryRow(ctx, `WITH doomed AS (
+			SELECT b.id FROM blobs b
+			WHERE b.id = ANY($1) AND b.last_put_at < $2
+			  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash OFFSET 0)
+			  AND NOT EXISTS (SELECT 1 FROM name_history h WHERE h.blob_hash = b.hash AND h.at >= $2 OFFSET 0)
+			  AND NOT EXISTS (SELECT 1 FROM name_history h WHERE h.previous = b.hash AND h.at >= $2 OFFSET 0)
+			  AND NOT EXISTS (SELECT 1 FROM variants v WHERE v.variant_id = b.id OFFSET 0)
+			FOR UPDATE SKIP LOCKED
+		), gone AS (
+			DELETE FROM blobs b USING doomed d WHERE b.id = d.id
+			  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash)
+			RETURNING b.id, b.size
+		)
+		SELECT count(*), coalesce(sum(size), 0),
+		       coalesce((SELECT array_agg(DISTINCT v.variant_id) FROM variants v WHERE v.source_id IN (SELECT id FROM gone)), '{}')
+		FROM gone`, ids, cutoff).Scan(&n, &bytes, &orphans)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	res.Blobs += n
+	res.Bytes += bytes
+	if n > 0 {
+		s.log.Info("gc batch", "blobs", n, "bytes", bytes)
+	}
+	return orphans, nil
 }
 
 // gcBatch is how many candidates one GC transaction considers, and
