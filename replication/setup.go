@@ -231,3 +231,22 @@ func or(s, otherwise string) string {
 	}
 	return otherwise
 }
+
+// WriteText says what Provision did, and what the operator must do next.
+func (res SetupResult) WriteText(w io.Writer, s Setup) {
+	if res.Restarted {
+		fmt.Fprintf(w, "restarted the primary in %s\n", s.RestartDataDir)
+	}
+	switch {
+	case len(res.Pending) > 0:
+		fmt.Fprintf(w, "The primary needs a restart for %s to take effect; until then it archives nothing and the standby only has the base backup.\n"+
+			"  restart it (for immut up: restart it with --standby; else --restart-primary --primary-data DIR, or your service manager), then check: immut standby status --primary '<DSN>' --standby '<DSN>'\n",
+			strings.Join(res.Pending, ", "))
+	case res.PrimaryArchive != "":
+		fmt.Fprintf(w, "archiving on the primary: into %s, archive_timeout %s\n", res.PrimaryArchive, s.Standby.RPO)
+	}
+	if res.Created {
+		fmt.Fprintf(w, "base backup taken into %s\n", s.Standby.DataDir)
+	}
+	fmt.Fprintf(w, "standby configured in %s (restore from %s)\n", s.Standby.DataDir, s.Standby.ArchiveDir)
+}

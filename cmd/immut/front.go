@@ -20,13 +20,14 @@ func init() {
 func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cliflag.NewFlagSet("front", stdout, stderr)
 	mapSpec := fs.String("map", "8080=127.0.0.1:18081", "listen=backend pairs, comma-separated; a bare port means 127.0.0.1 (e.g. 8080=127.0.0.1:18081,8081=127.0.0.1:18082)")
-	token := fs.String("token", "", "write token; protects purge on the admin listener (required with --admin)")
-	healthInterval := fs.Duration("health-interval", cachefront.DefaultHealthInterval, "period of the backends' /healthz check")
-	waitTimeout := fs.Duration("wait-timeout", cachefront.DefaultWaitTimeout, "how long a collapsed miss waits for the in-flight fetch")
-	originTimeout := fs.Duration("origin-timeout", cachefront.DefaultOriginTimeout, "how long to wait for an origin's response headers")
-	staleIfError := fs.Duration("stale-if-error", cachefront.DefaultStaleIfError, "how long past freshness a cached object may be served when the origin fails")
-	skipVerify := fs.Bool("skip-verify", false, "do not check that a /b/<hash> body hashes to <hash> before caching it")
-	noFastPath := fs.Bool("no-fast-path", false, "serve every request with fasthttp, without the fast path for plain GET/HEAD hits")
+	var c cachefront.Config
+	fs.StringVar(&c.Token, "token", "", "write token; protects purge on the admin listener (required with --admin)")
+	fs.DurationVar(&c.HealthInterval, "health-interval", cachefront.DefaultHealthInterval, "period of the backends' /healthz check")
+	fs.DurationVar(&c.WaitTimeout, "wait-timeout", cachefront.DefaultWaitTimeout, "how long a collapsed miss waits for the in-flight fetch")
+	fs.DurationVar(&c.OriginTimeout, "origin-timeout", cachefront.DefaultOriginTimeout, "how long to wait for an origin's response headers")
+	fs.DurationVar(&c.StaleIfError, "stale-if-error", cachefront.DefaultStaleIfError, "how long past freshness a cached object may be served when the origin fails")
+	fs.BoolVar(&c.SkipVerify, "skip-verify", false, "do not check that a /b/<hash> body hashes to <hash> before caching it")
+	fs.BoolVar(&c.NoFastPath, "no-fast-path", false, "serve every request with fasthttp, without the fast path for plain GET/HEAD hits")
 	memLimit := fs.Bool("memlimit", true, "set the Go memory limit from the cache budget (unless GOMEMLIMIT is set)")
 	var ff frontFlags
 	var lf logFlags
@@ -39,29 +40,30 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "immut front: unexpected arguments %q\n", fs.Args())
 		return errUsage
 	}
-	routes, err := cachefront.ParseMap(*mapSpec)
-	if err != nil {
+	var err error
+	if c.Routes, err = cachefront.ParseMap(*mapSpec); err != nil {
 		return fmt.Errorf("--map: %w", err)
 	}
-	if ff.admin != "" && *token == "" {
+	if ff.admin != "" && c.Token == "" {
 		return errors.New("--admin needs --token (or IMMUT_TOKEN): purge must be protected")
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
+	if c.Logger, err = lf.logger(stderr); err != nil {
 		return err
 	}
 	if *memLimit {
 		if limit, ok := cachefront.ApplyMemoryLimit(ff.cacheSize); ok {
-			log.Debug("memory limit", "bytes", limit)
+			c.Logger.Debug("memory limit", "bytes", limit)
 		}
 	}
-	f, err := cachefront.New(cachefront.Config{
-		Routes: routes, Admin: ff.admin, Token: *token,
-		CacheSize: ff.cacheSize, MaxObject: ff.maxObject, MaxConns: ff.maxConns,
-		BodyTimeout: ff.bodyTimeout, MinBodyRate: ff.minBodyRate, UploadTimeout: ff.uploadLimit,
-		HealthInterval: *healthInterval, WaitTimeout: *waitTimeout, OriginTimeout: *originTimeout,
-		StaleIfError: *staleIfError, SkipVerify: *skipVerify, NoFastPath: *noFastPath, Logger: log,
-	})
+	fc := ff.config("")
+	c.Admin, c.CacheSize, c.MaxObject, c.MaxConns = fc.Admin, fc.CacheSize, fc.MaxObject, fc.MaxConns
+	c.BodyTimeout, c.MinBodyRate, c.UploadTimeout = fc.BodyTimeout, fc.MinBodyRate, fc.UploadTimeout
+	return serveFront(ctx, c, stdout)
+}
+
+// serveFront runs the front until ctx is done, printing where it listens.
+func serveFront(ctx context.Context, c cachefront.Config, stdout io.Writer) error {
+	f, err := cachefront.New(c)
 	if err != nil {
 		return err
 	}
@@ -69,7 +71,7 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	for i, a := range f.Addrs() {
-		fmt.Fprintf(stdout, "front %s -> %s\n", a, routes[i].Backend)
+		fmt.Fprintf(stdout, "front %s -> %s\n", a, c.Routes[i].Backend)
 	}
 	if a := f.AdminAddr(); a != "" {
 		fmt.Fprintf(stdout, "admin http://%s/metrics\n", a)

@@ -87,18 +87,7 @@ func runHAStatus(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			Reasons []string `json:"reasons"`
 		}{st, ok, why})
 	} else {
-		for _, m := range st.Members {
-			lag := ""
-			if m.Role != "leader" {
-				lag = fmt.Sprintf(", lag %d bytes", m.Lag)
-			}
-			fmt.Fprintf(stdout, "%-4s %-12s %-9s %s:%d timeline %d%s\n", m.Name, m.Role, m.State, m.Host, m.Port, m.Timeline, lag)
-		}
-		if ok {
-			fmt.Fprintln(stdout, "ServiceOK : cluster healthy")
-		} else {
-			fmt.Fprintf(stdout, "ServiceKO : %s\n", strings.Join(why, "; "))
-		}
+		st.WriteText(stdout, ok, why)
 	}
 	if err == nil && !ok {
 		return &exitError{code: exitCheck}

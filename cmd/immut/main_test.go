@@ -202,7 +202,7 @@ func TestMigrateCheckAndServeRefusals(t *testing.T) {
 	if err := runServe(ctx, []string{"--dsn", dsn, "--token", "t", "--listen", "127.0.0.1:0"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "immut migrate") {
 		t.Fatalf("serve on an unmigrated database: %v", err)
 	}
-	if code, out, errs := runCLI("migrate", "--dsn", dsn); code != 0 || !strings.Contains(out, "applied 0001_init") || !strings.Contains(out, "applied 0002_gc_index") {
+	if code, out, errs := runCLI("migrate", "--dsn", dsn); code != 0 || !strings.Contains(out, "applied 0001_init") || !strings.Contains(out, "applied 0002_gc_index") || !strings.Contains(out, "applied 0004_variants") {
 		t.Fatalf("migrate: %d %q %q", code, out, errs)
 	}
 	if code, _, _ := runCLI("migrate", "--check", "--dsn", dsn); code != 0 {

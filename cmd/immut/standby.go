@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/immut/immut/internal/cliflag"
@@ -90,32 +89,13 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	writeSetup(stdout, setup, res)
+	res.WriteText(stdout, setup)
 	if *noStart {
 		return nil
 	}
 	return replication.Run(ctx, setup.Standby, func(dsn string) {
 		fmt.Fprintf(stdout, "standby running (Ctrl-C stops it): %s\n", dsn)
 	})
-}
-
-// writeSetup says what setup did, and what the operator must do next.
-func writeSetup(w io.Writer, s replication.Setup, res replication.SetupResult) {
-	if res.Restarted {
-		fmt.Fprintf(w, "restarted the primary in %s\n", s.RestartDataDir)
-	}
-	switch {
-	case len(res.Pending) > 0:
-		fmt.Fprintf(w, "The primary needs a restart for %s to take effect; until then it archives nothing and the standby only has the base backup.\n"+
-			"  restart it (for immut up: restart it with --standby; else --restart-primary --primary-data DIR, or your service manager), then check: immut standby status --primary '<DSN>' --standby '<DSN>'\n",
-			strings.Join(res.Pending, ", "))
-	case res.PrimaryArchive != "":
-		fmt.Fprintf(w, "archiving on the primary: into %s, archive_timeout %s\n", res.PrimaryArchive, s.Standby.RPO)
-	}
-	if res.Created {
-		fmt.Fprintf(w, "base backup taken into %s\n", s.Standby.DataDir)
-	}
-	fmt.Fprintf(w, "standby configured in %s (restore from %s)\n", s.Standby.DataDir, s.Standby.ArchiveDir)
 }
 
 // sourceFlags find the two servers: --data (immut up layout) or DSNs.

@@ -162,3 +162,20 @@ func Switchover(ctx context.Context, urls []string, candidate string) (Member, e
 	})
 	return next, err
 }
+
+// WriteText prints the members, one a line, and the verdict of Healthy as
+// one ServiceOK/ServiceKO line.
+func (s ClusterStatus) WriteText(w io.Writer, healthy bool, why []string) {
+	for _, m := range s.Members {
+		lag := ""
+		if m.Role != "leader" {
+			lag = fmt.Sprintf(", lag %d bytes", m.Lag)
+		}
+		fmt.Fprintf(w, "%-4s %-12s %-9s %s:%d timeline %d%s\n", m.Name, m.Role, m.State, m.Host, m.Port, m.Timeline, lag)
+	}
+	if healthy {
+		fmt.Fprintln(w, "ServiceOK : cluster healthy")
+	} else {
+		fmt.Fprintf(w, "ServiceKO : %s\n", strings.Join(why, "; "))
+	}
+}
