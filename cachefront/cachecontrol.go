@@ -2,6 +2,7 @@ package cachefront
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -153,15 +154,13 @@ func storable(status int, h http.Header, now time.Time) (ok bool, p policy) {
 		// Varnish by default).
 		return false, p
 	}
-	for _, v := range h.Values("Vary") {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "Accept-Encoding") {
-				return false, p
-			}
-		}
+	names, star := varyNames(h)
+	if star {
+		return false, p // Vary: * matches no later request (§4.1)
 	}
-	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		// We fetch without Accept-Encoding; a coded body would be served to
+	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") && !slices.Contains(names, "Accept-Encoding") {
+		// A coded body is served only to requests with the same
+		// Accept-Encoding, as a variant: without Vary it would reach
 		// clients that may not accept it.
 		return false, p
 	}
@@ -212,7 +211,9 @@ func storable(status int, h http.Header, now time.Time) (ok bool, p policy) {
 	p.immutable = cc.immutable && p.lifetime > 0
 	p.authOK = cc.public || cc.sMaxAge >= 0 || cc.mustRevalidate
 	p.noStale = cc.mustRevalidate || cc.sMaxAge >= 0 || cc.noCache
-	if cc.staleWhileRevalidate > 0 {
+	if cc.staleWhileRevalidate > 0 && !cc.mustRevalidate && !cc.noCache {
+		// The origin's explicit allowance (RFC 5861), which s-maxage's
+		// implied proxy-revalidate does not take back; must-revalidate does.
 		p.swr = time.Duration(cc.staleWhileRevalidate) * time.Second
 	}
 	return true, p

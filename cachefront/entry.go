@@ -36,6 +36,13 @@ type entry struct {
 	// requests for it go straight to the origin instead of queueing behind
 	// a collapsed fetch whose answer they could not share.
 	hitForPass bool
+
+	// vary marks a URI whose responses vary (vary.go): the entry holds
+	// no response, only the marker that leads to the variants.
+	vary *varyMarker
+	// varyOf and variant place a stored variant.
+	varyOf  *varyMarker
+	variant string
 }
 
 // hitForPassTTL is how long a key stays marked uncacheable.

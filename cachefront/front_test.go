@@ -225,7 +225,7 @@ func TestStorability(t *testing.T) {
 		{"max-age=0", 200, map[string]string{"Cache-Control": "public, max-age=0"}, false},
 		{"bad max-age", 200, map[string]string{"Cache-Control": "max-age=soon"}, false},
 		{"expired", 200, map[string]string{"Expires": "Thu, 01 Jan 1970 00:00:00 GMT"}, false},
-		{"vary cookie", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "Cookie"}, false},
+		{"vary cookie", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "Cookie"}, true}, // as the variant without Cookie
 		{"vary star", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "*"}, false},
 		{"content-encoding", 200, map[string]string{"Cache-Control": "public, max-age=60", "Content-Encoding": "gzip"}, false},
 		// RFC 9111 §3: any final status the cache understands may be

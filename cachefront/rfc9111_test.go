@@ -355,3 +355,154 @@ func TestOriginDateKept(t *testing.T) {
 		t.Fatalf("%s with Date %q, want a hit with the origin's %q", r.header.Get("X-Cache"), r.header.Get("Date"), date)
 	}
 }
+
+// TestVary: responses that vary are stored per variant, keyed by the
+// normalised values of the selecting fields; Vary: * is never matched;
+// coded bodies are served only to requests that sent the same
+// Accept-Encoding; a URI keeps a bounded number of variants; invalidation
+// removes them all (RFC 9111 §4.1).
+func TestVary(t *testing.T) {
+	o := newOrigin(t, "A")
+	echo := func(vary string) func(n int, w http.ResponseWriter, r *http.Request) {
+		return func(n int, w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet {
+				return
+			}
+			w.Header().Set("Cache-Control", "max-age=600")
+			w.Header().Set("Vary", vary)
+			fmt.Fprintf(w, "%s=%q #%d", vary, r.Header.Get(vary), n)
+		}
+	}
+	script(o, "lang", echo("Accept-Language"))
+	script(o, "cookie", echo("Cookie"))
+	script(o, "star", echo("*"))
+	script(o, "many", echo("X-Variant"))
+	script(o, "coded", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "Accept-Encoding")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			fmt.Fprint(w, "gzipped bytes")
+			return
+		}
+		fmt.Fprint(w, "plain bytes")
+	})
+	f, urls := startFront(t, Config{}, o)
+	type step struct {
+		path   string
+		header map[string]string
+		body   string // prefix of the body
+		hit    bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"one variant per value", []step{
+			{"/case/lang", map[string]string{"Accept-Language": "en"}, `Accept-Language="en" #1`, false},
+			{"/case/lang", map[string]string{"Accept-Language": "en"}, `Accept-Language="en" #1`, true},
+			{"/case/lang", map[string]string{"Accept-Language": "fr"}, `Accept-Language="fr" #2`, false},
+			{"/case/lang", map[string]string{"Accept-Language": "fr"}, `Accept-Language="fr" #2`, true},
+			{"/case/lang", map[string]string{"Accept-Language": "EN"}, `Accept-Language="en" #1`, true},
+			{"/case/lang", nil, `Accept-Language="" #3`, false},
+		}},
+		{"normalised values", []step{
+			{"/case/lang", map[string]string{"Accept-Language": "de, it"}, `Accept-Language="de, it" #4`, false},
+			{"/case/lang", map[string]string{"Accept-Language": "de,it"}, `Accept-Language="de, it" #4`, true},
+		}},
+		{"a field a shared fetch leaves out is sent for its variant", []step{
+			{"/case/cookie", map[string]string{"Cookie": "a=1"}, `Cookie="a=1"`, false},
+			{"/case/cookie", map[string]string{"Cookie": "a=1"}, `Cookie="a=1"`, true},
+			{"/case/cookie", map[string]string{"Cookie": "a=2"}, `Cookie="a=2"`, false},
+		}},
+		{"vary star never matches", []step{
+			{"/case/star", nil, `*="" #1`, false},
+			{"/case/star", nil, `*="" #2`, false},
+		}},
+		{"coded body only to clients that accept it", []step{
+			{"/case/coded", map[string]string{"Accept-Encoding": "gzip"}, "gzipped", false},
+			{"/case/coded", map[string]string{"Accept-Encoding": "gzip"}, "gzipped", true},
+			// The first fetch, without Accept-Encoding, stored the plain one.
+			{"/case/coded", nil, "plain", true},
+			{"/case/coded", map[string]string{"Accept-Encoding": "br"}, "plain", false},
+			{"/case/coded", map[string]string{"Accept-Encoding": "gzip"}, "gzipped", true},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for i, s := range tc.steps {
+				r := do(t, http.MethodGet, urls[0]+s.path, s.header)
+				if !strings.HasPrefix(string(r.body), s.body) || isHit(r) != s.hit {
+					t.Fatalf("step %d (%v): %q hit %v, want %q hit %v", i, s.header, r.body, isHit(r), s.body, s.hit)
+				}
+				settle(f)
+			}
+		})
+	}
+	t.Run("bounded variants per URI", func(t *testing.T) {
+		for i := range maxVariants + 1 {
+			do(t, http.MethodGet, urls[0]+"/case/many", map[string]string{"X-Variant": fmt.Sprint(i)})
+			settle(f)
+		}
+		before := o.count("/case/many")
+		do(t, http.MethodGet, urls[0]+"/case/many", map[string]string{"X-Variant": fmt.Sprint(maxVariants)})
+		if o.count("/case/many") != before+1 {
+			t.Fatal("a variant past the bound was stored")
+		}
+		if r := do(t, http.MethodGet, urls[0]+"/case/many", map[string]string{"X-Variant": "0"}); !isHit(r) {
+			t.Fatal("an early variant was not kept")
+		}
+	})
+	t.Run("invalidation removes every variant", func(t *testing.T) {
+		do(t, http.MethodPost, urls[0]+"/case/lang", nil)
+		settle(f)
+		for _, lang := range []string{"en", "fr"} {
+			if r := do(t, http.MethodGet, urls[0]+"/case/lang", map[string]string{"Accept-Language": lang}); isHit(r) {
+				t.Fatalf("%s variant served after the write", lang)
+			}
+		}
+	})
+}
+
+// TestStaleWhileRevalidate: within the stale-while-revalidate window a
+// stale response is served at once while one background request
+// validates it (RFC 5861 §3); past the window the client waits.
+func TestStaleWhileRevalidate(t *testing.T) {
+	o := newOrigin(t, "A")
+	script(o, "swr", func(n int, w http.ResponseWriter, r *http.Request) {
+		if n > 1 {
+			time.Sleep(300 * time.Millisecond) // a slow origin
+		}
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=30")
+		fmt.Fprintf(w, "version %d", n)
+	})
+	f, urls := startFront(t, Config{}, o)
+	url := urls[0] + "/case/swr"
+	get(t, url)
+	settle(f)
+	time.Sleep(1100 * time.Millisecond)
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			r := get(t, url)
+			if string(r.body) != "version 1" || !strings.Contains(r.header.Get("Cache-Status"), "stale-while-revalidate") {
+				t.Errorf("stale: %q %q, want the stale version 1", r.body, r.header.Get("Cache-Status"))
+			}
+			if d := time.Since(start); d > 200*time.Millisecond {
+				t.Errorf("stale answer took %v: it waited for the origin", d)
+			}
+		}()
+	}
+	wg.Wait()
+	eventually(t, 3*time.Second, "the background validation", func() bool {
+		settle(f)
+		r := get(t, url)
+		return string(r.body) == "version 2" && isHit(r)
+	})
+	if got := o.count("/case/swr"); got != 2 {
+		t.Fatalf("origin requests = %d, want 2 (one background validation for five stale hits)", got)
+	}
+}

@@ -37,20 +37,21 @@ func hashMatches(hash string, body []byte) bool {
 // Header names and values written on every response, as bytes so that the
 // hit path converts nothing.
 var (
-	hdrXCache       = []byte("X-Cache")
-	hdrCacheStatus  = []byte("Cache-Status")
-	hdrAge          = []byte("Age")
-	hdrContentRange = []byte("Content-Range")
-	hdrCacheControl = []byte("Cache-Control")
-	hdrRetryAfter   = []byte("Retry-After")
-	valHit          = []byte("HIT")
-	valMiss         = []byte("MISS")
-	statusHit       = []byte("immut; hit")
-	statusStale     = []byte("immut; hit; detail=stale-if-error")
-	statusMiss      = []byte("immut; fwd=miss")
-	statusMissStore = []byte("immut; fwd=miss; stored")
-	statusPass      = []byte("immut; fwd=uri-miss")
-	valNoStore      = []byte("no-store")
+	hdrXCache             = []byte("X-Cache")
+	hdrCacheStatus        = []byte("Cache-Status")
+	hdrAge                = []byte("Age")
+	hdrContentRange       = []byte("Content-Range")
+	hdrCacheControl       = []byte("Cache-Control")
+	hdrRetryAfter         = []byte("Retry-After")
+	valHit                = []byte("HIT")
+	valMiss               = []byte("MISS")
+	statusHit             = []byte("immut; hit")
+	statusStale           = []byte("immut; hit; detail=stale-if-error")
+	statusStaleRevalidate = []byte("immut; hit; detail=stale-while-revalidate")
+	statusMiss            = []byte("immut; fwd=miss")
+	statusMissStore       = []byte("immut; fwd=miss; stored")
+	statusPass            = []byte("immut; fwd=uri-miss")
+	valNoStore            = []byte("no-store")
 )
 
 // handle is the front listeners' request handler.
@@ -102,6 +103,15 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		f.writeError(ctx, http.StatusBadRequest, "not a blob URL: want /b/<64 lowercase hex characters>[.<extension>]")
 		return
 	}
+	f.lookup(l, ctx, target, key, isBlob, now, 0)
+}
+
+// lookup answers a GET or HEAD of key: from the cache when a stored
+// response may be used, else through a collapsed origin fetch. depth
+// counts lookups made again for a request whose variant the fetch it
+// waited for did not select.
+func (f *Front) lookup(l *listener, ctx *fasthttp.RequestCtx, target, key []byte, isBlob bool, now time.Time, depth int) {
+	h := &ctx.Request.Header
 	auth := len(h.Peek(fasthttp.HeaderAuthorization)) > 0
 	e, ok := f.cache.Get(b2s(key))
 	if ok && f.purged(e) {
@@ -113,6 +123,17 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 			return
 		}
 		e, ok = nil, false
+	}
+	var marker *varyMarker
+	var flightKey string
+	if ok && e.vary != nil {
+		// A URI whose responses vary: find this request's variant.
+		marker = e.vary
+		flightKey = marker.key(string(key), variantOfFast(h, marker.names))
+		e, ok = f.cache.Get(flightKey)
+		if ok && (f.purged(e) || e.hitForPass) {
+			e, ok = nil, false
+		}
 	}
 	if ok && e.fresh(now.UnixNano()) && (!auth || e.authOK) {
 		f.m.hits.Inc()
@@ -126,13 +147,32 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		return
 	}
 	f.m.misses.Inc()
+	if flightKey == "" {
+		flightKey = string(key)
+	}
 	// A blob is fetched under its canonical path, whatever spelling the
 	// client used: the stored copy is the one every spelling is served.
 	fetch := string(target)
 	if isBlob {
 		fetch = string(key)
 	}
-	f.miss(l, ctx, string(key), fetch, e, now)
+	if ok && now.UnixNano() < e.swrTill {
+		// stale-while-revalidate (RFC 5861 §3): serve the stale copy now
+		// and validate it in the background, collapsed with other misses.
+		f.revalidate(l, ctx, flightKey, string(key), fetch, e, marker)
+		f.m.stale.Inc()
+		f.writeEntry(ctx, e, now, valHit, statusStaleRevalidate, "")
+		return
+	}
+	f.miss(l, ctx, missKey{flight: flightKey, base: string(key), target: fetch, marker: marker}, e, now, depth)
+}
+
+// missKey says what a miss fetches: target, stored under base (and the
+// variant of marker's fields, for a URI whose responses vary), collapsed
+// with the other misses of flight.
+type missKey struct {
+	flight, base, target string
+	marker               *varyMarker
 }
 
 // maxSmallBody is the body budget of a request that is not an upload: what
@@ -236,31 +276,13 @@ type flight struct {
 // miss collapses concurrent misses of key into one origin fetch. The fetch
 // runs detached from the client so that it completes (and fills the cache)
 // even when the first client goes away; waiters give up after WaitTimeout.
-func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key, target string, stale *entry, now time.Time) {
-	f.flightMu.Lock()
-	fl, joined := f.flights[key]
-	if !joined {
-		fl = &flight{done: make(chan struct{})}
-		f.flights[key] = fl
+func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry, now time.Time, depth int) {
+	fl, leader, err := f.startFetch(l, ctx, mk, stale)
+	if err != nil {
+		f.writeError(ctx, http.StatusBadRequest, "bad request target")
+		return
 	}
-	f.flightMu.Unlock()
-	leader := !joined
-	if leader {
-		req, _, err := f.originRequest(ctx, target, true)
-		if err != nil {
-			f.finish(key, fl)
-			f.writeError(ctx, http.StatusBadRequest, "bad request target")
-			return
-		}
-		if stale != nil && len(stale.etag) > 0 {
-			req.Header.Set("If-None-Match", string(stale.etag))
-		}
-		if stale != nil && len(stale.lastMod) > 0 {
-			req.Header.Set("If-Modified-Since", string(stale.lastMod))
-		}
-		f.wg.Add(1)
-		go f.fetch(l.own, fl, key, req, stale)
-	} else {
+	if !leader {
 		f.m.collapsed.Inc()
 	}
 	timer := time.NewTimer(f.cfg.WaitTimeout)
@@ -279,6 +301,19 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key, target string, 
 		}
 		f.writeError(ctx, http.StatusGatewayTimeout, "timed out waiting for the origin")
 		return
+	}
+	if e := fl.entry; e != nil && e.varyOf != nil {
+		if v := variantOfFast(&ctx.Request.Header, e.varyOf.names); v != e.variant {
+			// The response varies on fields in which this request differs
+			// from the one that was sent: fetch its own variant (once).
+			if depth > 0 {
+				f.pass(l, ctx)
+				return
+			}
+			m := e.varyOf
+			f.miss(l, ctx, missKey{flight: m.key(mk.base, v), base: mk.base, target: mk.target, marker: m}, nil, time.Now(), depth+1)
+			return
+		}
 	}
 	switch {
 	case fl.entry != nil:
@@ -302,6 +337,54 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, key, target string, 
 			fl.abandon()
 		}
 		f.pass(l, ctx)
+	}
+}
+
+// startFetch joins the flight of mk, or starts it: leader reports the
+// latter.
+func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry) (fl *flight, leader bool, err error) {
+	f.flightMu.Lock()
+	fl, joined := f.flights[mk.flight]
+	if !joined {
+		fl = &flight{done: make(chan struct{})}
+		f.flights[mk.flight] = fl
+	}
+	f.flightMu.Unlock()
+	if joined {
+		return fl, false, nil
+	}
+	var keep []string
+	if mk.marker != nil {
+		// The fields the URI's responses vary on go to the origin, even
+		// those a shared fetch leaves out; a blob's body is never coded.
+		for _, n := range mk.marker.names {
+			if n != "Accept-Encoding" || !strings.HasPrefix(mk.base, blobPrefix) {
+				keep = append(keep, n)
+			}
+		}
+	}
+	req, _, err := f.originRequest(ctx, mk.target, true, keep...)
+	if err != nil {
+		f.finish(mk.flight, fl)
+		return nil, false, err
+	}
+	if stale != nil && len(stale.etag) > 0 {
+		req.Header.Set("If-None-Match", string(stale.etag))
+	}
+	if stale != nil && len(stale.lastMod) > 0 {
+		req.Header.Set("If-Modified-Since", string(stale.lastMod))
+	}
+	f.wg.Add(1)
+	go f.fetch(l.own, fl, mk, req, stale)
+	return fl, true, nil
+}
+
+// revalidate starts a background validation of stale, unless a fetch of
+// it is already in flight; nobody waits for it.
+func (f *Front) revalidate(l *listener, ctx *fasthttp.RequestCtx, flightKey, base, target string, stale *entry, marker *varyMarker) {
+	fl, leader, err := f.startFetch(l, ctx, missKey{flight: flightKey, base: base, target: target, marker: marker}, stale)
+	if err == nil && leader {
+		fl.abandon() // an uncacheable answer has no reader
 	}
 }
 
@@ -352,9 +435,10 @@ func (f *Front) finish(key string, fl *flight) {
 // fetch is the origin request of a flight. It fetches the whole object with
 // GET (whatever the first client asked: HEAD, Range and conditionals are
 // answered from the stored copy) and stores it when RFC 9111 allows.
-func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale *entry) {
+func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale *entry) {
 	defer f.wg.Done()
-	defer f.finish(key, fl)
+	defer f.finish(mk.flight, fl)
+	key := mk.base
 	rctx, cancel := context.WithCancel(f.baseCtx)
 	timer := time.AfterFunc(f.cfg.OriginTimeout, cancel)
 	req = req.WithContext(rctx)
@@ -381,9 +465,9 @@ func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale 
 		merged := stale.merge304(resp.Header)
 		ok, p := storable(stale.status, merged, received)
 		e := newEntry(key, &http.Response{StatusCode: stale.status, Header: merged}, stale.body, fetchedAt, received, p)
-		e.hash = stale.hash
+		e.varyOf, e.variant = stale.varyOf, stale.variant
 		if ok && !f.invalidatedSince(key, fetchedAt) {
-			f.store(key, e, p)
+			f.store(mk.flight, e, p)
 		}
 		fl.entry = e
 		return
@@ -413,8 +497,8 @@ func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale 
 				fl.fail(stale, fmt.Errorf("%s from %s: %w", key, b.addr, ErrDigestMismatch))
 				return
 			}
-			if !f.invalidatedSince(key, fetchedAt) {
-				f.store(key, e, p)
+			if storeKey, ok := f.variantKey(key, e, resp.Header, req.Header, p); ok && !f.invalidatedSince(key, fetchedAt) {
+				f.store(storeKey, e, p)
 				fl.stored = true
 			}
 			fl.entry = e
@@ -430,7 +514,7 @@ func (f *Front) fetch(own int, fl *flight, key string, req *http.Request, stale 
 	// connection bounds it. Remember that for a while (not for errors,
 	// which may pass, and never over a stale copy kept for stale-if-error).
 	timer.Stop()
-	if stale == nil && resp.StatusCode < 500 {
+	if stale == nil && resp.StatusCode < 500 && mk.marker == nil {
 		f.cache.SetWithTTL(key, &entry{hitForPass: true, freshTill: received.Add(hitForPassTTL).UnixNano(), cost: 256}, 256, hitForPassTTL)
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
@@ -467,6 +551,29 @@ func (f *Front) store(key string, e *entry, p policy) {
 	// Sets are asynchronous and may be dropped or refused; nothing relies
 	// on finding the object afterwards.
 	f.cache.SetWithTTL(key, e, e.cost, ttl)
+}
+
+// variantKey is where a fetched response is stored: under its URI's key,
+// or, when it varies on request fields, under the key of the variant the
+// origin request selected (its URI's marker created or reused). ok is false
+// when the URI has no room for another variant.
+func (f *Front) variantKey(base string, e *entry, resp, req http.Header, p policy) (string, bool) {
+	names, _ := varyNames(resp)
+	if len(names) == 0 {
+		return base, true
+	}
+	var m *varyMarker
+	if cur, ok := f.cache.Get(base); ok && cur.vary != nil && slices.Equal(cur.vary.names, names) {
+		m = cur.vary
+	} else {
+		m = newVaryMarker(names)
+		f.cache.SetWithTTL(base, &entry{vary: m, cost: 256}, 256, 0)
+	}
+	e.varyOf, e.variant = m, variantOfHTTP(req, names)
+	if !m.admit(e.variant) {
+		return "", false
+	}
+	return m.key(base, e.variant), true
 }
 
 // readUpTo reads a body of declared length n (-1 unknown), at most max
@@ -766,7 +873,7 @@ var notInFetch = map[string]bool{
 // origin-form target when empty). fetch selects a collapsed GET without
 // client-specific fields; otherwise the method, the fields and the body
 // stream are forwarded.
-func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch bool) (*http.Request, *guardedBody, error) {
+func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch bool, keep ...string) (*http.Request, *guardedBody, error) {
 	if target == "" {
 		target = string(ctx.Request.Header.RequestURI())
 		if len(target) == 0 || target[0] != '/' {
@@ -802,7 +909,7 @@ func (f *Front) originRequest(ctx *fasthttp.RequestCtx, target string, fetch boo
 	}
 	for k, v := range ctx.Request.Header.All() {
 		key := http.CanonicalHeaderKey(string(k))
-		if notForwarded[key] || (fetch && notInFetch[key]) || slices.Contains(connFields, key) {
+		if notForwarded[key] || (fetch && notInFetch[key] && !slices.Contains(keep, key)) || slices.Contains(connFields, key) {
 			continue
 		}
 		req.Header.Add(key, string(v))
