@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,4 +121,53 @@ func TestStandbyPromoteUnderUp(t *testing.T) {
 	if primary != filepath.Join(up2.Layout.Dir, "standby") || standby != filepath.Join(up2.Layout.Dir, "pg") {
 		t.Errorf("after the switchover the primary is %s, the standby %s", primary, standby)
 	}
+}
+
+// TestEmergencyPromotionUnderUp: the primary dies for good (it cannot start
+// again) under up --standby. Up keeps serving what the front holds and
+// waits; an emergency promotion with salvage then brings writes back through
+// the standby, with every upload acknowledged before the loss.
+func TestEmergencyPromotionUnderUp(t *testing.T) {
+	data := filepath.Join(pgtest.TempDir(t), "data")
+	up := startNode(t, data, func(c *node.Config) { withStandby(c); c.Workers = 2 })
+	defer up.shutdown(t)
+	cached := cacheBlob(t, up)
+	load := startFaultLoad(t, up.Fronts, up.Token, cached, false)
+	time.Sleep(time.Second)
+	primary, _ := up.Layout.Clusters()
+	// A setting the server refuses at start: every restart fails.
+	f, err := os.OpenFile(filepath.Join(primary, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("shared_buffers = 'broken'\n")
+	f.Close()
+	pid := postmasterPid(primary)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(12 * time.Second) // past the restarts a minute allows
+	select {
+	case err := <-up.done:
+		t.Fatalf("immut up exited with the primary lost and a standby at hand: %v", err)
+	default:
+	}
+	layout := up.Layout
+	if _, err := node.Promote(context.Background(), node.Promotion{Layout: &layout, Sources: node.LocalSources(up.Layout), Emergency: true, Salvage: true, Timeout: time.Minute}); err != nil {
+		t.Fatalf("emergency promotion under up: %v", err)
+	}
+	promoted := time.Now()
+	for !load.uploadedSince(promoted) {
+		if time.Since(promoted) > 30*time.Second {
+			t.Fatal("no upload succeeded within 30s of the emergency promotion")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("uploads succeed again %v after the emergency promotion", time.Since(promoted).Round(time.Millisecond))
+	counts := load.finish()
+	t.Logf("requests: %s", counts)
+	if len(load.bad) > 0 {
+		t.Errorf("%d answers a fault must not give, first: %v", len(load.bad), load.bad[:min(5, len(load.bad))])
+	}
+	load.verifyAcked(t, up.Fronts[0])
 }

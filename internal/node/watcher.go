@@ -55,11 +55,18 @@ func watchDatabase(ctx context.Context, stop context.CancelFunc, db *privateDB, 
 				for len(attempts) > 0 && time.Since(attempts[0]) > time.Minute {
 					attempts = attempts[1:]
 				}
-				if len(attempts) > maxRestartsPerMinute {
+				if len(attempts) > maxRestartsPerMinute && !db.cfg.Standby {
 					w.fail(fmt.Errorf("PostgreSQL exited and %d restarts within a minute failed; see its log in %s", maxRestartsPerMinute, filepath.Join(db.primaryDir, "server.log")), stop)
 					return
 				}
-				delay := min(restartBackoff<<(len(attempts)-1), maxRestartBackoff)
+				if len(attempts) == maxRestartsPerMinute+1 {
+					// With a standby the node waits for the operator's
+					// decision instead of exiting: the front keeps serving
+					// what it holds, and the promotion is followed.
+					log.Error("PostgreSQL cannot be restarted; promote the standby: immut standby promote --data "+db.layout.Dir+" --emergency --salvage",
+						"log", filepath.Join(db.primaryDir, "server.log"))
+				}
+				delay := min(restartBackoff<<min(len(attempts)-1, 16), maxRestartBackoff)
 				select {
 				case <-time.After(delay):
 				case <-ctx.Done():
