@@ -81,6 +81,8 @@ func TestHitAllocations(t *testing.T) {
 		{"suffix range with if-range", map[string]string{"Range": "bytes=-10", "If-Range": `"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"`}, 206, 10},
 		{"unsatisfiable", map[string]string{"Range": "bytes=99999-"}, 416, 0},
 		{"if-none-match", map[string]string{"If-None-Match": `W/"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"`}, 304, 0},
+		{"if-modified-since", map[string]string{"If-Modified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"}, 200, 16 << 10},
+		{"if-match", map[string]string{"If-Match": `"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"`}, 200, 16 << 10},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

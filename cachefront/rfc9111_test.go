@@ -506,3 +506,118 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		t.Fatalf("origin requests = %d, want 2 (one background validation for five stale hits)", got)
 	}
 }
+
+// TestWhatMayBeStored: heuristic freshness for the statuses that allow it,
+// other statuses with explicit freshness, no-cache stored but validated
+// before each use, must-understand (RFC 9111 §3, §4.2.2, §5.2.2.3-4).
+func TestWhatMayBeStored(t *testing.T) {
+	lastMod := time.Now().Add(-10 * 24 * time.Hour).UTC().Format(http.TimeFormat)
+	tests := []struct {
+		name     string
+		status   int
+		header   map[string]string
+		stored   bool // the second request is a HIT
+		requests int  // origin requests after two client requests
+	}{
+		{"heuristic 200", 200, map[string]string{"Last-Modified": lastMod}, true, 1},
+		{"heuristic 404", 404, map[string]string{"Last-Modified": lastMod}, true, 1},
+		{"heuristic 410", 410, map[string]string{"Last-Modified": lastMod}, true, 1},
+		{"no heuristic for 302", 302, map[string]string{"Last-Modified": lastMod, "Location": "/x"}, false, 2},
+		{"no heuristic without Last-Modified", 200, nil, false, 2},
+		{"204 with max-age", 204, map[string]string{"Cache-Control": "max-age=60"}, true, 1},
+		{"405 with max-age", 405, map[string]string{"Cache-Control": "max-age=60"}, true, 1},
+		{"501 with max-age", 501, map[string]string{"Cache-Control": "max-age=60"}, true, 1},
+		{"public without freshness nor validator", 200, map[string]string{"Cache-Control": "public"}, false, 2},
+		{"no-cache with a validator: validated each use", 200, map[string]string{"Cache-Control": "no-cache", "ETag": `"v"`}, false, 2},
+		{"must-understand overrides no-store", 200, map[string]string{"Cache-Control": "max-age=60, must-understand, no-store"}, true, 1},
+		{"must-understand, status not understood", 299, map[string]string{"Cache-Control": "max-age=60, must-understand, no-store"}, false, 2},
+	}
+	o := newOrigin(t, "A")
+	f, urls := startFront(t, Config{}, o)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), ":", "")
+			script(o, name, func(n int, w http.ResponseWriter, r *http.Request) {
+				for k, v := range tc.header {
+					w.Header().Set(k, v)
+				}
+				if r.Header.Get("If-None-Match") == `"v"` {
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+				w.WriteHeader(tc.status)
+				if tc.status != 204 {
+					fmt.Fprint(w, "body")
+				}
+			})
+			url := urls[0] + "/case/" + name
+			first := get(t, url)
+			settle(f)
+			second := get(t, url)
+			if first.status != tc.status || second.status != tc.status || string(second.body) != string(first.body) {
+				t.Fatalf("%d %q then %d %q, want %d twice", first.status, first.body, second.status, second.body, tc.status)
+			}
+			if isHit(second) != tc.stored {
+				t.Fatalf("second request hit %v, want %v", isHit(second), tc.stored)
+			}
+			if got := o.count("/case/" + name); got != tc.requests {
+				t.Fatalf("origin requests = %d, want %d", got, tc.requests)
+			}
+		})
+	}
+	// no-cache: the second request was a validation, answered from the
+	// stored body.
+	if h := o.lastHeader("/case/no-cache-with-a-validator-validated-each-use"); h.Get("If-None-Match") != `"v"` {
+		t.Fatalf("no-cache: the origin saw If-None-Match %q, want the stored ETag", h.Get("If-None-Match"))
+	}
+}
+
+// TestConditionalsFromCache: a client's preconditions are evaluated on the
+// stored response, in RFC 9110 §13.2.2's order; If-None-Match compares
+// weakly, If-Match strongly.
+func TestConditionalsFromCache(t *testing.T) {
+	o := newOrigin(t, "A")
+	lm := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	date := func(t time.Time) string { return t.Format(http.TimeFormat) }
+	script(o, "cond", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Last-Modified", date(lm))
+		fmt.Fprint(w, "body")
+	})
+	f, urls := startFront(t, Config{}, o)
+	url := urls[0] + "/case/cond"
+	get(t, url)
+	settle(f)
+	tests := []struct {
+		name   string
+		header map[string]string
+		status int
+	}{
+		{"if-none-match", map[string]string{"If-None-Match": `"v1"`}, 304},
+		{"if-none-match weak", map[string]string{"If-None-Match": `W/"v1"`}, 304},
+		{"if-none-match other", map[string]string{"If-None-Match": `"v2"`}, 200},
+		{"if-modified-since equal", map[string]string{"If-Modified-Since": date(lm)}, 304},
+		{"if-modified-since later", map[string]string{"If-Modified-Since": date(lm.Add(time.Minute))}, 304},
+		{"if-modified-since earlier", map[string]string{"If-Modified-Since": date(lm.Add(-time.Minute))}, 200},
+		{"if-modified-since invalid", map[string]string{"If-Modified-Since": "yesterday"}, 200},
+		{"if-none-match wins over if-modified-since", map[string]string{"If-None-Match": `"v2"`, "If-Modified-Since": date(lm)}, 200},
+		{"if-match", map[string]string{"If-Match": `"v1"`}, 200},
+		{"if-match other", map[string]string{"If-Match": `"v2"`}, 412},
+		{"if-match weak is not strong", map[string]string{"If-Match": `W/"v1"`}, 412},
+		{"if-unmodified-since", map[string]string{"If-Unmodified-Since": date(lm)}, 200},
+		{"if-unmodified-since earlier", map[string]string{"If-Unmodified-Since": date(lm.Add(-time.Minute))}, 412},
+		{"if-match wins over if-unmodified-since", map[string]string{"If-Match": `"v1"`, "If-Unmodified-Since": date(lm.Add(-time.Minute))}, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, http.MethodGet, url, tc.header)
+			if r.status != tc.status || !isHit(r) {
+				t.Fatalf("%d (X-Cache %s), want %d from the cache", r.status, r.header.Get("X-Cache"), tc.status)
+			}
+		})
+	}
+	if got := o.count("/case/cond"); got != 1 {
+		t.Fatalf("origin requests = %d, want 1", got)
+	}
+}

@@ -191,8 +191,13 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 	rh := &ctx.Response.Header
 	var num [20]byte
 	age := strconv.AppendInt(num[:0], e.age(now), 10)
+	if e.status == http.StatusOK && !e.preconditionsHold(&ctx.Request.Header) {
+		f.writeError(ctx, http.StatusPreconditionFailed, "precondition failed (If-Match or If-Unmodified-Since)")
+		rh.SetCanonical(hdrXCache, xcache)
+		return
+	}
 	if e.status == http.StatusOK {
-		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && httpsem.IfNoneMatch(inm, e.etag) {
+		if e.notModified(&ctx.Request.Header) {
 			rh.SetStatusCode(http.StatusNotModified)
 			for i := range e.headers {
 				if h := &e.headers[i]; h.notModified && !h.hidden {
@@ -254,6 +259,35 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 	if !ctx.IsHead() {
 		f.m.bytesFromCache.Add(float64(len(body)))
 	}
+}
+
+// preconditionsHold evaluates If-Match, else If-Unmodified-Since, on a
+// stored response (RFC 9110 §13.2.2 steps 1-2): false means 412.
+func (e *entry) preconditionsHold(h *fasthttp.RequestHeader) bool {
+	if im := h.Peek(fasthttp.HeaderIfMatch); len(im) > 0 {
+		return httpsem.IfMatch(im, e.etag)
+	}
+	if ius := h.Peek(fasthttp.HeaderIfUnmodifiedSince); len(ius) > 0 && e.lastModTime != 0 {
+		if t, ok := parseHTTPDate(b2s(ius)); ok {
+			return e.lastModTime <= t.Unix()
+		}
+	}
+	return true
+}
+
+// notModified evaluates If-None-Match (weak comparison), else
+// If-Modified-Since, on a stored response (§13.2.2 steps 3-4): true means
+// 304.
+func (e *entry) notModified(h *fasthttp.RequestHeader) bool {
+	if inm := h.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
+		return httpsem.IfNoneMatch(inm, e.etag)
+	}
+	if ims := h.Peek(fasthttp.HeaderIfModifiedSince); len(ims) > 0 && e.lastModTime != 0 {
+		if t, ok := parseHTTPDate(b2s(ims)); ok {
+			return e.lastModTime <= t.Unix()
+		}
+	}
+	return false
 }
 
 // flight is one origin fetch that concurrent misses of a key share. Its

@@ -170,7 +170,17 @@ func IfNoneMatch(field, etag []byte) bool { return ifNoneMatch(field, etag) }
 // IfNoneMatchString is IfNoneMatch on strings.
 func IfNoneMatchString(field, etag string) bool { return ifNoneMatch(field, etag) }
 
-func ifNoneMatch[T text](field, etag T) bool {
+func ifNoneMatch[T text](field, etag T) bool { return matchList(field, etag, weakCompare[T]) }
+
+// IfMatch reports whether an If-Match field value matches the current
+// representation's entity-tag etag under the strong comparison of RFC 9110
+// §13.1.1 ("*" matches any current representation): when it does not, the
+// request is answered 412 Precondition Failed.
+func IfMatch(field, etag []byte) bool { return matchList(field, etag, strongCompare[[]byte]) }
+
+// matchList reports whether a list of entity-tags ("*" or tags) matches
+// etag under cmp.
+func matchList[T text](field, etag T, cmp func(a, b T) bool) bool {
 	for len(field) > 0 {
 		// The next list member ends at a comma outside a quoted opaque-tag
 		// (etagc admits commas).
@@ -184,7 +194,7 @@ func ifNoneMatch[T text](field, etag T) bool {
 		if len(tag) == 1 && tag[0] == '*' {
 			return true
 		}
-		if len(tag) > 0 && len(etag) > 0 && weakCompare(tag, etag) {
+		if len(tag) > 0 && len(etag) > 0 && cmp(tag, etag) {
 			return true
 		}
 		if i == len(field) {

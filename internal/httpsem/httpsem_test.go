@@ -201,3 +201,23 @@ func TestBearerMatches(t *testing.T) {
 		})
 	}
 }
+
+func TestIfMatch(t *testing.T) {
+	for _, tc := range []struct {
+		field, etag string
+		want        bool
+	}{
+		{`"a"`, `"a"`, true},
+		{`"b", "a"`, `"a"`, true},
+		{`*`, `"a"`, true},
+		{`W/"a"`, `"a"`, false}, // strong comparison
+		{`"a"`, `W/"a"`, false},
+		{`"b"`, `"a"`, false},
+		{`"a,b"`, `"a,b"`, true},
+		{`"a"`, ``, false},
+	} {
+		if got := IfMatch([]byte(tc.field), []byte(tc.etag)); got != tc.want {
+			t.Errorf("IfMatch(%q, %q) = %v, want %v", tc.field, tc.etag, got, tc.want)
+		}
+	}
+}
