@@ -621,3 +621,45 @@ func TestConditionalsFromCache(t *testing.T) {
 		t.Fatalf("origin requests = %d, want 1", got)
 	}
 }
+
+// TestCDNCacheControl: CDN-Cache-Control takes precedence over
+// Cache-Control for the front and is not forwarded (RFC 9213 §2.1).
+func TestCDNCacheControl(t *testing.T) {
+	tests := []struct {
+		name   string
+		cdn    string
+		cc     string
+		stored bool
+	}{
+		{"longer at the front than in browsers", "max-age=600", "max-age=5", true},
+		{"stored at the front only", "max-age=600", "no-store", true},
+		{"not at the front", "no-store", "public, max-age=600", false},
+		{"invalid CDN-Cache-Control is ignored", "max-age=soon", "max-age=600", true},
+	}
+	o := newOrigin(t, "A")
+	f, urls := startFront(t, Config{}, o)
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			script(o, fmt.Sprint(i), func(n int, w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("CDN-Cache-Control", tc.cdn)
+				w.Header().Set("Cache-Control", tc.cc)
+				fmt.Fprint(w, "x")
+			})
+			url := fmt.Sprintf("%s/case/%d", urls[0], i)
+			first := get(t, url)
+			settle(f)
+			second := raw(t, strings.TrimPrefix(urls[0], "http://"), "GET", fmt.Sprintf("GET /case/%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
+			if (second.header.Get("X-Cache") == "HIT") != tc.stored {
+				t.Fatalf("second request X-Cache %q, want stored %v", second.header.Get("X-Cache"), tc.stored)
+			}
+			for j, h := range []http.Header{first.header, second.header} {
+				if v := h.Get("CDN-Cache-Control"); v != "" {
+					t.Fatalf("response %d forwarded CDN-Cache-Control %q", j+1, v)
+				}
+				if v := h.Get("Cache-Control"); v != tc.cc {
+					t.Fatalf("response %d: Cache-Control %q, want the origin's %q for browsers", j+1, v, tc.cc)
+				}
+			}
+		})
+	}
+}
