@@ -61,7 +61,7 @@ func TestGCRacesUploadsOfTheSameBytes(t *testing.T) {
 			defer wg.Done()
 			<-start
 			jitter()
-			gcRes, gcErr = s.GC(ctx, 30*time.Minute)
+			gcRes, gcErr = s.GC(ctx, 30*time.Minute, GCOptions{})
 		}()
 		go func() {
 			defer wg.Done()

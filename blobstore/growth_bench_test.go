@@ -165,7 +165,7 @@ func measureGrowth(ctx context.Context, s *Store, f *filler) (growthFigures, err
 		}
 	}()
 	start := time.Now()
-	res, err := s.GC(ctx, time.Hour)
+	res, err := s.GC(ctx, time.Hour, GCOptions{})
 	g.gcTime = time.Since(start)
 	close(stop)
 	wg.Wait()
@@ -194,7 +194,7 @@ func measureGrowth(ctx context.Context, s *Store, f *filler) (growthFigures, err
 	vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start = time.Now()
-	vres, _ := s.Verify(vctx, nil)
+	vres, _ := s.Verify(vctx, VerifyOptions{})
 	el := time.Since(start).Seconds()
 	if len(vres.Corrupt) > 0 {
 		return g, fmt.Errorf("verify found %d corrupt blobs in a fresh fill", len(vres.Corrupt))

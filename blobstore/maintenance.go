@@ -10,6 +10,15 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// GCOptions adjust a garbage collection; the zero value collects.
+type GCOptions struct {
+	// DryRun removes nothing: the result says what would go.
+	DryRun bool
+	// Progress, if set, is called as candidates are examined, with how
+	// many of how many.
+	Progress func(examined, candidates int64)
+}
+
 // GCResult reports a garbage collection.
 type GCResult struct {
 	Blobs int64 // blobs removed
@@ -38,14 +47,26 @@ type GCResult struct {
 // re-creates the blob: Put touches last_put_at under a row lock (which SKIP
 // LOCKED steps over, and which the FOR UPDATE recheck of a committed touch
 // excludes), and when the row went first Put inserts its own.
-func (s *Store) GC(ctx context.Context, grace time.Duration) (GCResult, error) {
+//
+// With opts.DryRun it removes nothing and reports what it would remove
+// (each batch's statement runs in a transaction that is rolled back; the
+// variants of the sources it would collect are left for the real run).
+func (s *Store) GC(ctx context.Context, grace time.Duration, opts GCOptions) (GCResult, error) {
 	var res GCResult
 	if grace < 0 {
 		return res, errors.New("gc: negative grace period")
 	}
 	var cutoff time.Time
+	var candidates int64
 	if err := s.pool.QueryRow(ctx, "SELECT now() - $1::interval", grace).Scan(&cutoff); err != nil {
 		return res, fmt.Errorf("gc: %w", err)
+	}
+	if opts.Progress != nil {
+		// A range of the last_put_at index: cheap next to the run.
+		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM blobs WHERE last_put_at < $1", cutoff).Scan(&candidates); err != nil {
+			return res, fmt.Errorf("gc: %w", err)
+		}
+		opts.Progress(0, candidates)
 	}
 	var afterAt time.Time // keyset cursor: the last candidate seen
 	afterID := int64(-1)
@@ -61,11 +82,16 @@ func (s *Store) GC(ctx context.Context, grace time.Duration) (GCResult, error) {
 		}
 		first, afterAt, afterID = false, lastAt, lastID
 		res.Examined += int64(len(ids))
-		orph, err := s.gcDelete(ctx, ids, cutoff, &res)
+		orph, err := s.gcDelete(ctx, ids, cutoff, &res, opts.DryRun)
 		if err != nil {
 			return res, err
 		}
-		orphans = append(orphans, orph...)
+		if opts.Progress != nil {
+			opts.Progress(res.Examined, max(candidates, res.Examined))
+		}
+		if !opts.DryRun {
+			orphans = append(orphans, orph...)
+		}
 	}
 	// A variant examined before its source went was kept for that source:
 	// look at those again, so that the variants of a collected source go in
@@ -77,7 +103,7 @@ func (s *Store) GC(ctx context.Context, grace time.Duration) (GCResult, error) {
 		for len(orphans) > 0 {
 			batch := orphans[:min(len(orphans), gcBatch)]
 			orphans = orphans[len(batch):]
-			orph, err := s.gcDelete(ctx, batch, cutoff, &res)
+			orph, err := s.gcDelete(ctx, batch, cutoff, &res, false)
 			if err != nil {
 				return res, err
 			}
@@ -92,14 +118,19 @@ func (s *Store) GC(ctx context.Context, grace time.Duration) (GCResult, error) {
 // collect, adds them to res, and returns the variants of the blobs it
 // deleted (their variants rows go with them, by the foreign key's cascade;
 // the variant blobs are then candidates like any other).
-func (s *Store) gcDelete(ctx context.Context, ids []int64, cutoff time.Time, res *GCResult) (orphans []int64, err error) {
+func (s *Store) gcDelete(ctx context.Context, ids []int64, cutoff time.Time, res *GCResult, dryRun bool) (orphans []int64, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	defer tx.Rollback(context.Background())
 	// The OFFSET 0 in each NOT EXISTS keeps it a probe of the index per
 	// candidate: without it the planner may hash-join against the whole
 	// names table, a scan per batch that grows with the store. Every part
 	// of the statement sees the rows as they were before its DELETE, so
 	// orphans lists the variants of what it deletes.
 	var n, bytes int64
-	err = s.pool.QueryRow(ctx, `WITH doomed AS (
+	err = tx.QueryRow(ctx, `WITH doomed AS (
 			SELECT b.id FROM blobs b
 			WHERE b.id = ANY($1) AND b.last_put_at < $2
 			  AND NOT EXISTS (SELECT 1 FROM names n WHERE n.blob_hash = b.hash OFFSET 0)
@@ -118,9 +149,14 @@ func (s *Store) gcDelete(ctx context.Context, ids []int64, cutoff time.Time, res
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
+	if !dryRun {
+		if err := tx.Commit(ctx); err != nil {
+			return nil, fmt.Errorf("gc: %w", err)
+		}
+	}
 	res.Blobs += n
 	res.Bytes += bytes
-	if n > 0 {
+	if n > 0 && !dryRun {
 		s.log.Info("gc batch", "blobs", n, "bytes", bytes)
 	}
 	return orphans, nil
@@ -179,11 +215,28 @@ type VerifyResult struct {
 	Corrupt []Hash
 }
 
+// VerifyOptions adjust a verification.
+type VerifyOptions struct {
+	// Corrupt, if set, is told of each corrupt blob as it is found.
+	Corrupt func(h Hash, err error)
+	// Progress, if set, is called after each blob with how many of how
+	// many (blobs stored when it began) were checked.
+	Progress func(checked, total int64)
+}
+
 // Verify re-reads and re-hashes every stored blob. Each corrupt blob is passed
-// to report (if not nil) and listed in the result; other errors stop it.
-func (s *Store) Verify(ctx context.Context, report func(h Hash, err error)) (VerifyResult, error) {
+// to opts.Corrupt (if set) and listed in the result; other errors stop it.
+func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
 	var res VerifyResult
 	var after []byte = make([]byte, 0)
+	var total int64
+	if opts.Progress != nil {
+		var err error
+		if total, err = s.Count(ctx); err != nil {
+			return res, fmt.Errorf("verify: %w", err)
+		}
+		opts.Progress(0, total)
+	}
 	for {
 		rows, err := s.pool.Query(ctx, "SELECT hash FROM blobs WHERE hash > $1 ORDER BY hash LIMIT 1000", after)
 		if err != nil {
@@ -212,14 +265,17 @@ func (s *Store) Verify(ctx context.Context, report func(h Hash, err error)) (Ver
 				continue // collected meanwhile
 			case errors.Is(err, ErrCorrupt):
 				res.Corrupt = append(res.Corrupt, h)
-				if report != nil {
-					report(h, err)
+				if opts.Corrupt != nil {
+					opts.Corrupt(h, err)
 				}
 			case err != nil:
 				return res, fmt.Errorf("verify %s: %w", h, err)
 			}
 			res.Checked++
 			res.Bytes += n
+			if opts.Progress != nil {
+				opts.Progress(res.Checked, max(total, res.Checked))
+			}
 		}
 		after = batch[len(batch)-1][:]
 	}

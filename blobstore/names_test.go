@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -237,11 +238,11 @@ func TestGC(t *testing.T) {
 	s.SetName(ctx, "edited", named, Precondition{})
 
 	// Within the grace period nothing goes.
-	if res, err := s.GC(ctx, time.Hour); err != nil || res.Blobs != 0 {
+	if res, err := s.GC(ctx, time.Hour, GCOptions{}); err != nil || res.Blobs != 0 {
 		t.Fatalf("GC(1h) = %+v, %v", res, err)
 	}
 	time.Sleep(10 * time.Millisecond)
-	res, err := s.GC(ctx, 0)
+	res, err := s.GC(ctx, 0, GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,5 +446,32 @@ func TestMigrationNormalizesNames(t *testing.T) {
 	s.pool.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE name IS NOT NFC NORMALIZED) FROM name_history").Scan(&rows, &other)
 	if rows != 3 || other != 0 {
 		t.Errorf("history: %d rows, %d not NFC", rows, other)
+	}
+}
+
+// TestGCDryRun: a dry run reports what a collection would remove, removes
+// nothing, and reports progress.
+func TestGCDryRun(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	for i := range 3 {
+		if _, _, err := s.Put(ctx, strings.NewReader(fmt.Sprint("unnamed ", i)), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var calls int
+	var last [2]int64
+	res, err := s.GC(ctx, 0, GCOptions{DryRun: true, Progress: func(done, total int64) { calls++; last = [2]int64{done, total} }})
+	if err != nil || res.Blobs != 3 {
+		t.Fatalf("dry run: %+v, %v", res, err)
+	}
+	if calls < 2 || last != [2]int64{3, 3} {
+		t.Errorf("progress: %d calls, last %v", calls, last)
+	}
+	if n, _ := s.Count(ctx); n != 3 {
+		t.Fatalf("a dry run removed blobs: %d left", n)
+	}
+	if res, err := s.GC(ctx, 0, GCOptions{}); err != nil || res.Blobs != 3 {
+		t.Fatalf("the real run: %+v, %v", res, err)
 	}
 }

@@ -247,7 +247,7 @@ func TestCorruptionIsDetectedNotServed(t *testing.T) {
 	if len(got) >= len(data) {
 		t.Fatalf("all %d bytes of a corrupt blob were released", len(got))
 	}
-	res, err := s.Verify(context.Background(), nil)
+	res, err := s.Verify(context.Background(), VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,11 +112,11 @@ func TestGCVariants(t *testing.T) {
 	record(kept, "w:4", vKept)
 	record(vOrphan, "w:5", vOfV)
 
-	if res, err := s.GC(ctx, time.Hour); err != nil || res.Blobs != 0 {
+	if res, err := s.GC(ctx, time.Hour, GCOptions{}); err != nil || res.Blobs != 0 {
 		t.Fatalf("GC within grace = %+v, %v", res, err)
 	}
 	time.Sleep(10 * time.Millisecond)
-	res, err := s.GC(ctx, 0)
+	res, err := s.GC(ctx, 0, GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

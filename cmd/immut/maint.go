@@ -54,6 +54,7 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var db dbFlags
 	db.register(fs)
 	grace := fs.Duration("grace", blobstore.DefaultGCGrace, "keep unreferenced blobs this long after their last use")
+	dryRun := fs.Bool("dry-run", false, "remove nothing; report what would be removed")
 	out := outputFlag(fs, stdout)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,14 +65,22 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeFn()
 	start := time.Now()
-	res, err := s.GC(ctx, *grace)
+	progress, done := cliflag.Progress(stderr, "gc")
+	res, err := s.GC(ctx, *grace, blobstore.GCOptions{DryRun: *dryRun, Progress: progress})
+	done()
 	took := time.Since(start)
-	out.linef("removed %d blobs, %d bytes in %v", res.Blobs, res.Bytes, took.Round(time.Millisecond))
+	verb := "removed"
+	if *dryRun {
+		verb = "would remove"
+	}
+	out.linef("%s %d blobs, %d bytes (of %d examined) in %v", verb, res.Blobs, res.Bytes, res.Examined, took.Round(time.Millisecond))
 	out.result(struct {
-		Blobs   int64   `json:"removed_blobs"`
-		Bytes   int64   `json:"removed_bytes"`
-		Seconds float64 `json:"seconds"`
-	}{res.Blobs, res.Bytes, took.Seconds()})
+		Blobs    int64   `json:"removed_blobs"`
+		Bytes    int64   `json:"removed_bytes"`
+		Examined int64   `json:"examined"`
+		DryRun   bool    `json:"dry_run"`
+		Seconds  float64 `json:"seconds"`
+	}{res.Blobs, res.Bytes, res.Examined, *dryRun, took.Seconds()})
 	return err
 }
 
@@ -89,9 +98,12 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer closeFn()
 	start := time.Now()
-	res, err := s.Verify(ctx, func(h blobstore.Hash, err error) {
-		out.linef("CORRUPT %s: %v", h, err)
+	progress, done := cliflag.Progress(stderr, "verify")
+	res, err := s.Verify(ctx, blobstore.VerifyOptions{
+		Corrupt:  func(h blobstore.Hash, err error) { out.linef("CORRUPT %s: %v", h, err) },
+		Progress: progress,
 	})
+	done()
 	took := time.Since(start)
 	out.linef("checked %d blobs, %d bytes in %v: %d corrupt", res.Checked, res.Bytes, took.Round(time.Millisecond), len(res.Corrupt))
 	corrupt := make([]string, len(res.Corrupt))
