@@ -31,8 +31,10 @@ func runPreprod(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		return errors.New("preprod refresh takes no arguments")
 	}
+	progress, done := cliflag.Progress(stderr, "copying")
+	defer done()
 	_, err := preprod.Refresh(ctx, preprod.Config{
-		From: *from, To: *to, DryRun: *dry, Force: *force, Version: buildinfo.Version(), Out: stdout,
+		From: *from, To: *to, DryRun: *dry, Force: *force, Version: buildinfo.Version(), Out: stdout, Progress: progress,
 	})
 	return err
 }

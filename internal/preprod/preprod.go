@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -47,6 +48,10 @@ type Config struct {
 	Out io.Writer
 	// Logger receives pg_dump's and pg_restore's messages. Default: discard.
 	Logger *slog.Logger
+	// Progress, if set, is told how many bytes of the dump went into
+	// pg_restore so far, against production's database size (an estimate:
+	// the dump is compressed, image bytes barely).
+	Progress func(copied, estimate int64)
 }
 
 // Result summarizes a refresh.
@@ -168,6 +173,16 @@ func copyDatabase(ctx context.Context, cfg Config, from, to *pgconn.Config) erro
 		return fmt.Errorf("pipe: %w", err)
 	}
 	dump.Stdout, restore.Stdin = pw, pr
+	if cfg.Progress != nil {
+		var estimate int64
+		if conn, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *from}); err == nil {
+			conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&estimate)
+			conn.Close(context.Background())
+		}
+		// exec copies through its own pipe for a writer that is not a
+		// file: count the bytes on their way.
+		dump.Stdout = &countingWriter{w: pw, report: func(n int64) { cfg.Progress(n, max(estimate, n)) }}
+	}
 	var dumpErr, restoreErr strings.Builder
 	dump.Stderr, restore.Stderr = limitWriter(&dumpErr), limitWriter(&restoreErr)
 	if err := restore.Start(); err != nil {
@@ -182,8 +197,13 @@ func copyDatabase(ctx context.Context, cfg Config, from, to *pgconn.Config) erro
 		restore.Wait()
 		return fmt.Errorf("pg_dump: %w", err)
 	}
-	pw.Close()
+	if cfg.Progress == nil {
+		pw.Close() // the dump holds its own copy
+	}
 	derr := dump.Wait()
+	if cfg.Progress != nil {
+		pw.Close() // the copy through countingWriter is done
+	}
 	rerr := restore.Wait()
 	if derr != nil {
 		return fmt.Errorf("pg_dump of production failed: %v: %s", derr, strings.TrimSpace(dumpErr.String()))
@@ -254,4 +274,18 @@ func sslMode(c *pgconn.Config) string {
 		}
 	}
 	return "require"
+}
+
+// countingWriter reports the bytes written through it.
+type countingWriter struct {
+	w      io.Writer
+	n      int64
+	report func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.report(c.n)
+	return n, err
 }

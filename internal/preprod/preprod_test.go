@@ -96,11 +96,15 @@ func TestRefreshCopiesMigratesAndRefuses(t *testing.T) {
 
 	t.Run("refresh", func(t *testing.T) {
 		var out strings.Builder
-		res, err := Refresh(ctx, Config{From: prodDSN, To: preDSN, Version: "test", Out: &out})
+		var copied int64
+		res, err := Refresh(ctx, Config{From: prodDSN, To: preDSN, Version: "test", Out: &out, Progress: func(n, _ int64) { copied = n }})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out.String())
 		}
 		t.Log(out.String())
+		if copied < 200_000 {
+			t.Errorf("progress reported %d bytes copied, fewer than the blobs hold", copied)
+		}
 		if len(res.Applied) != 1 || res.Applied[0].Version != latest.Version || res.Blobs != 3 || res.Names != 1 {
 			t.Fatalf("result %+v", res)
 		}
