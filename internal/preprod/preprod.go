@@ -175,7 +175,7 @@ func copyDatabase(ctx context.Context, cfg Config, from, to *pgconn.Config) erro
 	dump.Stdout, restore.Stdin = pw, pr
 	if cfg.Progress != nil {
 		var estimate int64
-		if conn, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *from}); err == nil {
+		if conn, err := pgx.Connect(ctx, cfg.From); err == nil {
 			conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&estimate)
 			conn.Close(context.Background())
 		}
