@@ -120,6 +120,8 @@ type StandbyConfig struct {
 	StartTimeout time.Duration
 	// Logger receives progress messages. Nil: discarded.
 	Logger *slog.Logger
+	// Progress, if set, shows the base backup's progress (a terminal).
+	Progress io.Writer
 }
 
 func (cfg *StandbyConfig) withDefaults() error {
@@ -148,7 +150,7 @@ func (cfg *StandbyConfig) withDefaults() error {
 }
 
 func (cfg *StandbyConfig) cluster() pgcluster.Config {
-	return pgcluster.Config{DataDir: cfg.DataDir, BinDir: cfg.BinDir, RunAs: cfg.RunAs, Port: cfg.Port, StartTimeout: cfg.StartTimeout, Logger: cfg.Logger}
+	return pgcluster.Config{DataDir: cfg.DataDir, BinDir: cfg.BinDir, RunAs: cfg.RunAs, Port: cfg.Port, StartTimeout: cfg.StartTimeout, Logger: cfg.Logger, Progress: cfg.Progress}
 }
 
 // settings is the standby's configuration.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/immut/immut/internal/cliflag"
@@ -79,6 +80,7 @@ func runStandbySetup(ctx context.Context, args []string, stdout, stderr io.Write
 		Standby: replication.StandbyConfig{
 			DataDir: *data, PrimaryDSN: *primary, ArchiveDir: *archive, RPO: *rpo,
 			PrivateArchive: *private, Streaming: *streaming, Rebuild: *rebuild, RunAs: *pgUser, Logger: log,
+			Progress: terminal(stderr),
 		},
 		PrimaryBinary: *primaryBinary, PrimaryArchive: *primaryArchive, Configured: *configured,
 	}
@@ -190,4 +192,14 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// terminal is w when it is a terminal (for progress lines), else nil.
+func terminal(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return w
+		}
+	}
+	return nil
 }

@@ -324,4 +324,3 @@ func (c *Cluster) MemberPid(name string) int {
 	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
 	return pid
 }
-

@@ -2,9 +2,11 @@ package pgcluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,14 +49,19 @@ func BaseBackup(ctx context.Context, cfg Config, sourceDSN string) error {
 			return fmt.Errorf("handing %s to %s: %w", cfg.DataDir, o.name, err)
 		}
 	}
-	cmd := o.command(ctx, cfg.BinDir, "pg_basebackup",
-		"-D", cfg.DataDir,
-		"-X", "stream",
-		"-c", "fast",
-		"--no-password",
-		"-d", sourceDSN,
-	)
-	out, err := cmd.CombinedOutput()
+	args := []string{"-D", cfg.DataDir, "-X", "stream", "-c", "fast", "--no-password", "-d", sourceDSN}
+	if cfg.Progress != nil {
+		args = append(args, "-P")
+	}
+	cmd := o.command(ctx, cfg.BinDir, "pg_basebackup", args...)
+	var output bytes.Buffer
+	cmd.Stdout = &output
+	cmd.Stderr = &output
+	if cfg.Progress != nil {
+		cmd.Stderr = io.MultiWriter(&output, cfg.Progress)
+	}
+	err = cmd.Run()
+	out := output.Bytes()
 	if err != nil {
 		// Leave no half-copied directory behind: a retry starts over.
 		if entries, _ := os.ReadDir(cfg.DataDir); len(entries) > 0 {

@@ -66,6 +66,9 @@ type Config struct {
 	// StartTimeout bounds the wait for the server to accept connections.
 	// Zero: 60s (crash recovery of a large WAL can take a while).
 	StartTimeout time.Duration
+	// Progress, if set, receives pg_basebackup's progress line (-P) during
+	// BaseBackup: for a terminal.
+	Progress io.Writer
 	// StopTimeout bounds a fast shutdown before an immediate one is forced.
 	// Zero: 30s.
 	StopTimeout time.Duration
