@@ -261,6 +261,6 @@ func (e *entry) renderHead() []byte {
 		b = append(b, e.value(h)...)
 		b = append(b, "\r\n"...)
 	}
-	b = append(b, "X-Cache: HIT\r\nCache-Status: immut; hit\r\n"...)
+	b = append(b, "X-Cache: HIT\r\n"...)
 	return b
 }

@@ -243,6 +243,8 @@ func (l *listener) writeFast(f *Front, c net.Conn, fc *fastConn, e *entry, req f
 	fc.dyn = append(fc.dyn, e.date...)
 	fc.dyn = append(fc.dyn, "\r\nAge: "...)
 	fc.dyn = strconv.AppendInt(fc.dyn, e.age(start), 10)
+	fc.dyn = append(fc.dyn, "\r\nCache-Status: immut; hit"...)
+	fc.dyn = appendTTL(fc.dyn, e, start)
 	if req.closeAfter {
 		fc.dyn = append(fc.dyn, "\r\nConnection: close"...)
 	}

@@ -663,3 +663,184 @@ func TestCDNCacheControl(t *testing.T) {
 		})
 	}
 }
+
+// TestOneOriginRequestPerClientRequest: a HEAD, Range or conditional
+// request whose answer cannot be stored reaches the origin once: the
+// collapsed fetch's answer is fitted to it (issue 13, item 12).
+func TestOneOriginRequestPerClientRequest(t *testing.T) {
+	body := strings.Repeat("0123456789", 10)
+	tests := []struct {
+		name   string
+		method string
+		header map[string]string
+		status int
+		body   string
+	}{
+		{"head", http.MethodHead, nil, 200, ""},
+		{"range", http.MethodGet, map[string]string{"Range": "bytes=10-19"}, 206, body[10:20]},
+		{"range with matching if-range", http.MethodGet, map[string]string{"Range": "bytes=-5", "If-Range": `"p"`}, 206, body[95:]},
+		{"range with other if-range", http.MethodGet, map[string]string{"Range": "bytes=-5", "If-Range": `"q"`}, 200, body},
+		{"unsatisfiable range", http.MethodGet, map[string]string{"Range": "bytes=500-"}, 416, ""},
+		{"if-none-match", http.MethodGet, map[string]string{"If-None-Match": `"p"`}, 304, ""},
+		{"if-none-match other", http.MethodGet, map[string]string{"If-None-Match": `"q"`}, 200, body},
+	}
+	o := newOrigin(t, "A")
+	_, urls := startFront(t, Config{}, o)
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o.handle(fmt.Sprint(i), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "private")
+				w.Header().Set("ETag", `"p"`)
+				fmt.Fprint(w, body)
+			})
+			r := do(t, tc.method, fmt.Sprintf("%s/case/%d", urls[0], i), tc.header)
+			if r.status != tc.status || string(r.body) != tc.body {
+				t.Fatalf("%d %q, want %d %q", r.status, r.body, tc.status, tc.body)
+			}
+			if tc.method == http.MethodHead && r.header.Get("Content-Length") != fmt.Sprint(len(body)) {
+				t.Fatalf("HEAD: Content-Length %q", r.header.Get("Content-Length"))
+			}
+			if got := o.count(fmt.Sprintf("/case/%d", i)); got != 1 {
+				t.Fatalf("origin requests = %d, want 1", got)
+			}
+		})
+	}
+}
+
+// cacheStatusParams reads "immut; hit; ttl=5" into {"hit": "", "ttl": "5"}.
+func cacheStatusParams(v string) map[string]string {
+	m := map[string]string{}
+	for i, p := range strings.Split(v, ";") {
+		if i == 0 {
+			continue
+		}
+		k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+		m[k] = val
+	}
+	return m
+}
+
+// TestCacheStatus: every answer says what the cache did (RFC 9211): hit
+// with ttl, or fwd with its reason, fwd-status, stored, collapsed, and the
+// detail of stale answers.
+func TestCacheStatus(t *testing.T) {
+	o := newOrigin(t, "A")
+	blob := o.addBlob(pattern(100, 1))
+	script(o, "fresh", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, "x")
+	})
+	script(o, "private", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "private")
+		fmt.Fprint(w, "x")
+	})
+	script(o, "short", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("ETag", `"s"`)
+		if r.Header.Get("If-None-Match") == `"s"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "x")
+	})
+	script(o, "lang", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "Accept-Language")
+		fmt.Fprint(w, "x")
+	})
+	release := make(chan struct{})
+	script(o, "slow", func(n int, w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, "x")
+	})
+	f, urls := startFront(t, Config{}, o)
+	addr := strings.TrimPrefix(urls[0], "http://")
+	check := func(t *testing.T, got string, want map[string]string) {
+		t.Helper()
+		p := cacheStatusParams(got)
+		if !strings.HasPrefix(got, "immut;") {
+			t.Fatalf("Cache-Status %q does not start with the cache's name", got)
+		}
+		for k, v := range want {
+			pv, ok := p[k]
+			switch {
+			case v == "-" && ok:
+				t.Fatalf("Cache-Status %q has %s", got, k)
+			case v == "-":
+			case !ok || (v != "*" && pv != v) || (v == "*" && pv == ""):
+				t.Fatalf("Cache-Status %q: %s=%q, want %q", got, k, pv, v)
+			}
+		}
+	}
+	cs := func(r result) string { return r.header.Get("Cache-Status") }
+
+	t.Run("miss stored, then hit with ttl", func(t *testing.T) {
+		check(t, cs(get(t, urls[0]+"/case/fresh")), map[string]string{"fwd": "uri-miss", "fwd-status": "200", "stored": "", "ttl": "*"})
+		settle(f)
+		check(t, cs(get(t, urls[0]+"/case/fresh")), map[string]string{"hit": "", "ttl": "*", "fwd": "-"})
+		r := raw(t, addr, "GET", "GET /case/fresh HTTP/1.1\r\nHost: x\r\n\r\n") // the fast path
+		check(t, r.header.Get("Cache-Status"), map[string]string{"hit": "", "ttl": "*"})
+	})
+	t.Run("immutable hit has no ttl", func(t *testing.T) {
+		get(t, urls[0]+"/b/"+blob)
+		settle(f)
+		check(t, cs(get(t, urls[0]+"/b/"+blob)), map[string]string{"hit": "", "ttl": "-"})
+	})
+	t.Run("unsafe method", func(t *testing.T) {
+		check(t, cs(do(t, http.MethodPost, urls[0]+"/case/fresh", nil)), map[string]string{"fwd": "method", "fwd-status": "200"})
+	})
+	t.Run("credentials", func(t *testing.T) {
+		check(t, cs(do(t, http.MethodGet, urls[0]+"/case/private", map[string]string{"Authorization": "Bearer x"})), map[string]string{"fwd": "request", "fwd-status": "200"})
+	})
+	t.Run("uncacheable, then bypass", func(t *testing.T) {
+		check(t, cs(get(t, urls[0]+"/case/private")), map[string]string{"fwd": "uri-miss", "fwd-status": "200", "stored": "-"})
+		settle(f)
+		check(t, cs(get(t, urls[0]+"/case/private")), map[string]string{"fwd": "bypass", "fwd-status": "200"})
+	})
+	t.Run("stale validated", func(t *testing.T) {
+		get(t, urls[0]+"/case/short")
+		settle(f)
+		time.Sleep(1100 * time.Millisecond)
+		check(t, cs(get(t, urls[0]+"/case/short")), map[string]string{"fwd": "stale", "fwd-status": "304", "stored": ""})
+	})
+	t.Run("stale-if-error", func(t *testing.T) {
+		settle(f)
+		time.Sleep(1100 * time.Millisecond)
+		o.failing.Store(true)
+		defer o.failing.Store(false)
+		r := get(t, urls[0]+"/case/short")
+		check(t, cs(r), map[string]string{"hit": "", "detail": "stale-if-error"})
+		if ttl := cacheStatusParams(cs(r))["ttl"]; !strings.HasPrefix(ttl, "-") && ttl != "0" {
+			t.Fatalf("stale answer with ttl=%s, want a negative ttl", ttl)
+		}
+	})
+	t.Run("vary miss", func(t *testing.T) {
+		do(t, http.MethodGet, urls[0]+"/case/lang", map[string]string{"Accept-Language": "en"})
+		settle(f)
+		check(t, cs(do(t, http.MethodGet, urls[0]+"/case/lang", map[string]string{"Accept-Language": "fr"})), map[string]string{"fwd": "vary-miss", "stored": ""})
+	})
+	t.Run("collapsed", func(t *testing.T) {
+		var wg sync.WaitGroup
+		statuses := make([]string, 3)
+		for i := range statuses {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				statuses[i] = cs(get(t, urls[0]+"/case/slow"))
+			}()
+		}
+		eventually(t, 2*time.Second, "waiters to queue", func() bool { return counterValue(f.m.collapsed) >= 2 })
+		close(release)
+		wg.Wait()
+		n := 0
+		for _, s := range statuses {
+			if _, ok := cacheStatusParams(s)["collapsed"]; ok {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Fatalf("%d of 3 answers say collapsed, want 2: %q", n, statuses)
+		}
+	})
+}

@@ -37,22 +37,70 @@ func hashMatches(hash string, body []byte) bool {
 // Header names and values written on every response, as bytes so that the
 // hit path converts nothing.
 var (
-	hdrXCache             = []byte("X-Cache")
-	hdrCacheStatus        = []byte("Cache-Status")
-	hdrAge                = []byte("Age")
-	hdrContentRange       = []byte("Content-Range")
-	hdrCacheControl       = []byte("Cache-Control")
-	hdrRetryAfter         = []byte("Retry-After")
-	valHit                = []byte("HIT")
-	valMiss               = []byte("MISS")
-	statusHit             = []byte("immut; hit")
-	statusStale           = []byte("immut; hit; detail=stale-if-error")
-	statusStaleRevalidate = []byte("immut; hit; detail=stale-while-revalidate")
-	statusMiss            = []byte("immut; fwd=miss")
-	statusMissStore       = []byte("immut; fwd=miss; stored")
-	statusPass            = []byte("immut; fwd=uri-miss")
-	valNoStore            = []byte("no-store")
+	hdrXCache       = []byte("X-Cache")
+	hdrCacheStatus  = []byte("Cache-Status")
+	hdrAge          = []byte("Age")
+	hdrContentRange = []byte("Content-Range")
+	hdrCacheControl = []byte("Cache-Control")
+	hdrRetryAfter   = []byte("Retry-After")
+	valHit          = []byte("HIT")
+	valMiss         = []byte("MISS")
+	valNoStore      = []byte("no-store")
 )
+
+// cacheStatus is one answer's Cache-Status field (RFC 9211): a hit, or
+// why the request went forward (fwd: uri-miss, vary-miss, stale, method,
+// request, bypass) and what came back.
+type cacheStatus struct {
+	hit       bool
+	fwd       string
+	fwdStatus int
+	stored    bool
+	collapsed bool
+	detail    string
+}
+
+var (
+	csHit   = cacheStatus{hit: true}
+	csStale = cacheStatus{hit: true, detail: "stale-if-error"}
+)
+
+// appendTo renders cs; ttl is the stored response's remaining freshness
+// (negative: stale), left out for immutable objects and answers not from
+// the cache.
+func (cs cacheStatus) appendTo(dst []byte, e *entry, now time.Time) []byte {
+	dst = append(dst, "immut"...)
+	if cs.hit {
+		dst = append(dst, "; hit"...)
+	} else {
+		dst = append(dst, "; fwd="...)
+		dst = append(dst, cs.fwd...)
+	}
+	if cs.fwdStatus != 0 {
+		dst = append(dst, "; fwd-status="...)
+		dst = strconv.AppendInt(dst, int64(cs.fwdStatus), 10)
+	}
+	if cs.stored {
+		dst = append(dst, "; stored"...)
+	}
+	if cs.collapsed {
+		dst = append(dst, "; collapsed"...)
+	}
+	dst = appendTTL(dst, e, now)
+	if cs.detail != "" {
+		dst = append(dst, "; detail="...)
+		dst = append(dst, cs.detail...)
+	}
+	return dst
+}
+
+func appendTTL(dst []byte, e *entry, now time.Time) []byte {
+	if e == nil || e.freshTill == neverExpires || e.hitForPass {
+		return dst
+	}
+	dst = append(dst, "; ttl="...)
+	return strconv.AppendInt(dst, (e.freshTill-now.UnixNano())/int64(time.Second), 10)
+}
 
 // handle is the front listeners' request handler.
 func (l *listener) handle(ctx *fasthttp.RequestCtx) {
@@ -85,14 +133,14 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		return
 	}
 	if !h.IsGet() && !h.IsHead() {
-		f.pass(l, ctx)
+		f.pass(l, ctx, "method")
 		return
 	}
 	target := h.RequestURI()
 	if len(target) == 0 || target[0] != '/' {
 		t, ok := originForm(string(target))
 		if !ok {
-			f.pass(l, ctx)
+			f.pass(l, ctx, "request")
 			return
 		}
 		target = []byte(t)
@@ -119,7 +167,7 @@ func (f *Front) lookup(l *listener, ctx *fasthttp.RequestCtx, target, key []byte
 	}
 	if ok && e.hitForPass {
 		if now.UnixNano() < e.freshTill {
-			f.pass(l, ctx)
+			f.pass(l, ctx, "bypass")
 			return
 		}
 		e, ok = nil, false
@@ -137,13 +185,13 @@ func (f *Front) lookup(l *listener, ctx *fasthttp.RequestCtx, target, key []byte
 	}
 	if ok && e.fresh(now.UnixNano()) && (!auth || e.authOK) {
 		f.m.hits.Inc()
-		f.writeEntry(ctx, e, now, valHit, statusHit, "")
+		f.writeEntry(ctx, e, now, valHit, csHit, "")
 		return
 	}
 	if auth {
 		// RFC 9111 §3.5: a request with credentials is answered by the
 		// origin unless a stored response explicitly allows sharing.
-		f.pass(l, ctx)
+		f.pass(l, ctx, "request")
 		return
 	}
 	f.m.misses.Inc()
@@ -161,10 +209,17 @@ func (f *Front) lookup(l *listener, ctx *fasthttp.RequestCtx, target, key []byte
 		// and validate it in the background, collapsed with other misses.
 		f.revalidate(l, ctx, flightKey, string(key), fetch, e, marker)
 		f.m.stale.Inc()
-		f.writeEntry(ctx, e, now, valHit, statusStaleRevalidate, "")
+		f.writeEntry(ctx, e, now, valHit, cacheStatus{hit: true, detail: "stale-while-revalidate"}, "")
 		return
 	}
-	f.miss(l, ctx, missKey{flight: flightKey, base: string(key), target: fetch, marker: marker}, e, now, depth)
+	reason := "uri-miss"
+	switch {
+	case ok:
+		reason = "stale"
+	case marker != nil:
+		reason = "vary-miss"
+	}
+	f.miss(l, ctx, missKey{flight: flightKey, base: string(key), target: fetch, marker: marker, reason: reason}, e, now, depth)
 }
 
 // missKey says what a miss fetches: target, stored under base (and the
@@ -173,6 +228,7 @@ func (f *Front) lookup(l *listener, ctx *fasthttp.RequestCtx, target, key []byte
 type missKey struct {
 	flight, base, target string
 	marker               *varyMarker
+	reason               string // Cache-Status fwd: uri-miss, vary-miss or stale
 }
 
 // maxSmallBody is the body budget of a request that is not an upload: what
@@ -187,8 +243,10 @@ func isUpload(h *fasthttp.RequestHeader) bool {
 // writeEntry answers from a stored object: 304 for a matching
 // If-None-Match, 206/416 for a Range, HEAD without a body, else the whole
 // body. The body is never copied.
-func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xcache, cacheStatus []byte, servedBy string) {
+func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xcache []byte, cs cacheStatus, servedBy string) {
 	rh := &ctx.Response.Header
+	var csbuf [160]byte
+	cacheStatus := cs.appendTo(csbuf[:0], e, now)
 	var num [20]byte
 	age := strconv.AppendInt(num[:0], e.age(now), 10)
 	if e.status == http.StatusOK && !e.preconditionsHold(&ctx.Request.Header) {
@@ -330,7 +388,7 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *e
 		}
 		if stale != nil && !stale.noStale {
 			f.m.stale.Inc()
-			f.writeEntry(ctx, stale, time.Now(), valHit, statusStale, "")
+			f.writeEntry(ctx, stale, time.Now(), valHit, csStale, "")
 			return
 		}
 		f.writeError(ctx, http.StatusGatewayTimeout, "timed out waiting for the origin")
@@ -341,37 +399,89 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *e
 			// The response varies on fields in which this request differs
 			// from the one that was sent: fetch its own variant (once).
 			if depth > 0 {
-				f.pass(l, ctx)
+				f.pass(l, ctx, "vary-miss")
 				return
 			}
 			m := e.varyOf
-			f.miss(l, ctx, missKey{flight: m.key(mk.base, v), base: mk.base, target: mk.target, marker: m}, nil, time.Now(), depth+1)
+			f.miss(l, ctx, missKey{flight: m.key(mk.base, v), base: mk.base, target: mk.target, marker: m, reason: "vary-miss"}, nil, time.Now(), depth+1)
 			return
 		}
 	}
 	switch {
 	case fl.entry != nil:
-		f.writeEntry(ctx, fl.entry, time.Now(), valMiss, statusMissStore, fl.servedBy)
+		f.writeEntry(ctx, fl.entry, time.Now(), valMiss, cacheStatus{fwd: mk.reason, fwdStatus: fl.status, stored: fl.stored, collapsed: !leader}, fl.servedBy)
 	case fl.stale != nil:
 		f.m.stale.Inc()
-		f.writeEntry(ctx, fl.stale, time.Now(), valHit, statusStale, "")
+		f.writeEntry(ctx, fl.stale, time.Now(), valHit, csStale, "")
 	case fl.err != nil:
 		f.writeOriginError(ctx, fl.err)
 	default: // pass
-		h := &ctx.Request.Header
-		if leader && h.IsGet() && len(h.Peek(fasthttp.HeaderRange)) == 0 &&
-			len(h.Peek(fasthttp.HeaderIfNoneMatch)) == 0 && len(h.Peek(fasthttp.HeaderIfModifiedSince)) == 0 {
+		if leader {
+			// The leader's request gets the answer the fetch got, made
+			// to fit a HEAD, a Range or a conditional request: one origin
+			// request per client request.
 			if resp := fl.take(); resp != nil {
 				f.m.passes.Inc()
-				f.writeResponse(ctx, resp, fl.servedBy, statusMiss)
+				f.writeResponse(ctx, fitResponse(ctx, resp), fl.servedBy, cacheStatus{fwd: mk.reason, fwdStatus: fl.status})
 				return
 			}
 		}
-		if leader {
-			fl.abandon()
-		}
-		f.pass(l, ctx)
+		f.pass(l, ctx, "uri-miss")
 	}
+}
+
+// fitResponse adapts the whole answer to a GET to the request it is
+// relayed for: 304 for a matching If-None-Match or If-Modified-Since, 206
+// or 416 for a single Range of a body of known length (any other Range
+// gets the whole body, which is always allowed), and HEAD (writeResponse
+// sends no body).
+func fitResponse(ctx *fasthttp.RequestCtx, resp *http.Response) *http.Response {
+	h := &ctx.Request.Header
+	if resp.StatusCode != http.StatusOK {
+		return resp
+	}
+	etag := []byte(resp.Header.Get("Etag"))
+	notModified := false
+	if inm := h.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
+		notModified = httpsem.IfNoneMatch(inm, etag)
+	} else if ims := h.Peek(fasthttp.HeaderIfModifiedSince); len(ims) > 0 {
+		lm, ok1 := headerDate(resp.Header, "Last-Modified")
+		t, ok2 := parseHTTPDate(string(ims))
+		notModified = ok1 && ok2 && !lm.After(t)
+	}
+	if notModified {
+		resp.Body.Close()
+		resp.StatusCode = http.StatusNotModified
+		for k := range resp.Header {
+			if !notModifiedFields[k] && k != "Date" {
+				resp.Header.Del(k)
+			}
+		}
+		resp.Body, resp.ContentLength = http.NoBody, 0
+		return resp
+	}
+	rng := h.Peek(fasthttp.HeaderRange)
+	if len(rng) == 0 || !h.IsGet() || resp.ContentLength < 0 || !httpsem.IfRange(h.Peek(fasthttp.HeaderIfRange), etag) {
+		return resp
+	}
+	switch r, res := httpsem.ParseRange(rng, resp.ContentLength); res {
+	case httpsem.RangeSatisfiable:
+		if _, err := io.CopyN(io.Discard, resp.Body, r.Start); err != nil {
+			return resp // the relay will fail as the body does
+		}
+		resp.Header.Set("Content-Range", r.ContentRange(resp.ContentLength))
+		resp.StatusCode, resp.ContentLength = http.StatusPartialContent, r.Length
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, r.Length), resp.Body}
+	case httpsem.RangeUnsatisfiable:
+		resp.Body.Close()
+		resp.Header.Set("Content-Range", httpsem.UnsatisfiedRange(resp.ContentLength))
+		resp.Header.Set("Cache-Control", "no-store")
+		resp.StatusCode, resp.Body, resp.ContentLength = http.StatusRequestedRangeNotSatisfiable, http.NoBody, 0
+	}
+	return resp
 }
 
 // startFetch joins the flight of mk, or starts it: leader reports the
@@ -416,7 +526,7 @@ func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, st
 // revalidate starts a background validation of stale, unless a fetch of
 // it is already in flight; nobody waits for it.
 func (f *Front) revalidate(l *listener, ctx *fasthttp.RequestCtx, flightKey, base, target string, stale *entry, marker *varyMarker) {
-	fl, leader, err := f.startFetch(l, ctx, missKey{flight: flightKey, base: base, target: target, marker: marker}, stale)
+	fl, leader, err := f.startFetch(l, ctx, missKey{flight: flightKey, base: base, target: target, marker: marker, reason: "stale"}, stale)
 	if err == nil && leader {
 		fl.abandon() // an uncacheable answer has no reader
 	}
@@ -502,6 +612,7 @@ func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale 
 		e.varyOf, e.variant = stale.varyOf, stale.variant
 		if ok && !f.invalidatedSince(key, fetchedAt) {
 			f.store(mk.flight, e, p)
+			fl.stored = true
 		}
 		fl.entry = e
 		return
@@ -641,7 +752,7 @@ func (c *cancelOnClose) Close() error {
 
 // pass forwards a request to the origin and streams the answer back,
 // without the cache. Request bodies stream up as the client sends them.
-func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx) {
+func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx, reason string) {
 	f.m.passes.Inc()
 	req, body, err := f.originRequest(ctx, "", false)
 	if err != nil {
@@ -687,11 +798,13 @@ func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx) {
 	}
 	f.invalidateAfter(ctx, resp)
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	f.writeResponse(ctx, resp, b.addr, statusPass)
+	f.writeResponse(ctx, resp, b.addr, cacheStatus{fwd: reason, fwdStatus: resp.StatusCode})
 }
 
 // writeResponse streams an origin response to the client.
-func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, servedBy string, cacheStatus []byte) {
+func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, servedBy string, cs cacheStatus) {
+	var csbuf [160]byte
+	cacheStatus := cs.appendTo(csbuf[:0], nil, time.Time{})
 	rh := &ctx.Response.Header
 	rh.SetStatusCode(resp.StatusCode)
 	dropConnectionFields(resp.Header)
