@@ -49,7 +49,7 @@ func loadProject(t *testing.T) *types.Project {
 
 func TestComposeTopology(t *testing.T) {
 	p := loadProject(t)
-	want := []string{"db-primary", "db-standby", "migrate", "app", "front", "lb", "prometheus", "postgres-exporter", "grafana"}
+	want := []string{"etcd", "db1", "db2", "migrate", "app", "front", "lb", "prometheus", "postgres-exporter-db1", "postgres-exporter-db2", "grafana"}
 	for _, name := range want {
 		if _, err := p.GetService(name); err != nil {
 			t.Errorf("service %s missing", name)
@@ -100,29 +100,7 @@ func TestComposeTopology(t *testing.T) {
 	for _, problem := range publishProblems(p) {
 		t.Error(problem)
 	}
-	// The archive volume is shared by both databases; data volumes are named.
-	for _, db := range []string{"db-primary", "db-standby"} {
-		s, _ := p.GetService(db)
-		mounts := map[string]string{}
-		for _, v := range s.Volumes {
-			if v.Type == types.VolumeTypeVolume {
-				mounts[v.Source] = v.Target
-			}
-		}
-		if mounts["wal-archive"] != "/wal-archive" {
-			t.Errorf("%s does not mount the wal-archive volume at /wal-archive: %v", db, mounts)
-		}
-		if mounts[db+"-data"] == "" {
-			t.Errorf("%s keeps its data outside a named volume: %v", db, mounts)
-		}
-	}
-	primary, _ := p.GetService("db-primary")
-	cmd := strings.Join(primary.Command, " ")
-	for _, w := range []string{"archive_mode=on", "archive_command=immut wal-push %p %f --archive /wal-archive", "archive_timeout=60s", "wal_level=replica"} {
-		if !strings.Contains(cmd, w) {
-			t.Errorf("db-primary command %q lacks %q", cmd, w)
-		}
-	}
+	// The databases are checked by TestComposePatroni (patroni_test.go).
 }
 
 func TestComposeHasNoSecretsOrVersion(t *testing.T) {
@@ -149,7 +127,7 @@ func TestComposeHasNoSecretsOrVersion(t *testing.T) {
 	if found < 4 {
 		t.Errorf("found only %d secret settings: the check itself is broken", found)
 	}
-	for _, key := range []string{"POSTGRES_PASSWORD", "REPLICATION_PASSWORD", "IMMUT_TOKEN", "GRAFANA_ADMIN_PASSWORD"} {
+	for _, key := range []string{"POSTGRES_PASSWORD", "REPLICATION_PASSWORD", "REWIND_PASSWORD", "IMMUT_TOKEN", "GRAFANA_ADMIN_PASSWORD"} {
 		if !strings.Contains(string(raw), "${"+key+":?") {
 			t.Errorf("%s is not required from the environment (${%s:?...})", key, key)
 		}
@@ -166,7 +144,9 @@ func TestDockerfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	df := string(b)
-	for _, want := range []string{"FROM golang:", "CGO_ENABLED=0", "AS app", "USER nonroot", "HEALTHCHECK", "FROM postgres:15", "/usr/local/bin/immut"} {
+	for _, want := range []string{"FROM golang:", "CGO_ENABLED=0", "AS app", "USER nonroot", "HEALTHCHECK", "FROM postgres:15", "/usr/local/bin/immut",
+		"FROM postgres AS patroni", "apt-get install -y --no-install-recommends patroni", "Pin: release o=Debian", "patroni --version | grep -q '^patroni 3\\.0\\.'",
+		"USER postgres", "STOPSIGNAL SIGTERM", "/etc/patroni/immut.yml.in", "/usr/local/bin/immut-post-bootstrap", `ENTRYPOINT ["/usr/local/bin/immut-patroni"]`} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
@@ -177,13 +157,21 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("COPY %s: %v", m[1], err)
 		}
 	}
-	for _, script := range []string{"postgres/standby-entrypoint.sh", "postgres/initdb/10-replication.sh"} {
+	// The scripts run under the image's /bin/sh (dash): POSIX sh only.
+	for _, script := range []string{"patroni/entrypoint.sh", "patroni/post-bootstrap.sh"} {
 		st, err := os.Stat(script)
 		if err != nil || st.Mode()&0o111 == 0 {
 			t.Errorf("%s missing or not executable", script)
 		}
-		if out, err := exec.Command("bash", "-n", script).CombinedOutput(); err != nil {
-			t.Errorf("%s: bash -n: %v %s", script, err, out)
+		if out, err := exec.Command("sh", "-n", script).CombinedOutput(); err != nil {
+			t.Errorf("%s: sh -n: %v %s", script, err, out)
+		}
+		b, _ := os.ReadFile(script)
+		if !strings.HasPrefix(string(b), "#!/bin/sh\n") {
+			t.Errorf("%s does not start with #!/bin/sh", script)
+		}
+		if m := bashisms.FindString(string(b)); m != "" {
+			t.Errorf("%s uses %q, which dash lacks", script, m)
 		}
 	}
 }
@@ -413,9 +401,24 @@ func TestComposeMonitoring(t *testing.T) {
 	p := loadProject(t)
 	jobs := scrapeTargets(t)
 	// The jobs the rules and the dashboard name.
-	for job, want := range map[string]string{"immut-front": "front:9090", "immut-app": "app:18081", "haproxy": "lb:8404", "postgres": "postgres-exporter:9187"} {
+	for job, want := range map[string]string{"immut-front": "front:9090", "immut-app": "app:18081", "haproxy": "lb:8404",
+		"postgres": "postgres-exporter-db1:9187", "etcd": "etcd:2379"} {
 		if !slices.Contains(jobs[job], want) {
 			t.Errorf("prometheus.yml job %s does not scrape %s: %v", job, want, jobs[job])
+		}
+	}
+	// Every Patroni member's REST API (/metrics), and an exporter for each
+	// member's PostgreSQL.
+	for _, problem := range memberScrapeProblems(p, jobs) {
+		t.Error(problem)
+	}
+	lacking := maps.Clone(jobs)
+	lacking["patroni"] = []string{"db1:8008"}
+	lacking["postgres"] = []string{"postgres-exporter-db1:9187"}
+	got := strings.Join(memberScrapeProblems(p, lacking), "\n")
+	for _, want := range []string{"job patroni does not scrape db2:8008", "job postgres scrapes no exporter of db2"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("memberScrapeProblems misses %q; got:\n%s", want, got)
 		}
 	}
 	var targets []string
@@ -445,7 +448,7 @@ func TestComposeMonitoring(t *testing.T) {
 	g := bad.Services["grafana"]
 	g.DependsOn = nil
 	bad.Services["grafana"] = g
-	got := strings.Join(monitoringProblems(t, bad, append(targets, "nowhere:9100"), path), "\n")
+	got = strings.Join(monitoringProblems(t, bad, append(targets, "nowhere:9100"), path), "\n")
 	for _, want := range []string{`prometheus mounts "" at /prometheus`, "grafana does not depend on prometheus", "scrape target nowhere:9100"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("monitoringProblems misses %q; got:\n%s", want, got)
@@ -580,7 +583,7 @@ func TestDockerignore(t *testing.T) {
 	}
 	// What the build needs stays: every tracked file the Dockerfile copies
 	// or go build compiles (and embeds).
-	need := []string{"go.mod", "go.sum", "cmd/immut/main.go", "deploy/postgres/standby-entrypoint.sh", ".env.example"}
+	need := []string{"go.mod", "go.sum", "cmd/immut/main.go", "deploy/patroni/patroni.yml", "deploy/patroni/entrypoint.sh", "deploy/patroni/post-bootstrap.sh", ".env.example"}
 	if out, err := exec.Command("git", "-C", root, "ls-files").Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
 			if (strings.HasSuffix(f, ".go") && !strings.HasSuffix(f, "_test.go")) || strings.HasSuffix(f, ".sql") {
