@@ -17,6 +17,7 @@ import (
 // or its health check fails, and up again when the health check passes.
 type backend struct {
 	addr    string // host:port
+	name    string // "worker <i>", i its index among the routes' backends: X-Served-By
 	baseURL string // "http://host:port"
 	down    atomic.Bool
 	upGauge prometheus.Gauge

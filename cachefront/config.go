@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -102,6 +103,16 @@ type Config struct {
 	// for plain GET/HEAD hits (fastpath.go). For comparison and as an
 	// escape hatch.
 	NoFastPath bool
+
+	// PublicMetrics forwards the app's /metrics from the public listeners.
+	// By default the front answers it 404: the app's metrics (and the
+	// front's own, on Admin) are for the monitoring network, which scrapes
+	// the app processes on their own ports.
+	PublicMetrics bool
+	// MonitorNets, if set, are the client networks that may read the app's
+	// /monitor/* views through the front; others get 403. Empty: anyone
+	// (the seed's alerting reads them through the load balancer).
+	MonitorNets []netip.Prefix
 
 	// Logger receives state changes (backend up/down) and errors, never one
 	// line per request. Default: discard.

@@ -174,7 +174,7 @@ func New(cfg Config) (*Front, error) {
 		if !ok {
 			i = len(f.backends)
 			byAddr[r.Backend] = i
-			b := &backend{addr: r.Backend, baseURL: "http://" + r.Backend, upGauge: f.m.backendUp.WithLabelValues(r.Backend), m: f.m.forBackend(r.Backend)}
+			b := &backend{addr: r.Backend, name: "worker " + strconv.Itoa(i), baseURL: "http://" + r.Backend, upGauge: f.m.backendUp.WithLabelValues(r.Backend), m: f.m.forBackend(r.Backend)}
 			b.upGauge.Set(1)
 			f.backends = append(f.backends, b)
 		}

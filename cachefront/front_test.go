@@ -24,9 +24,10 @@ func TestPortAffinity(t *testing.T) {
 		name   string
 		url    string
 		origin *testOrigin
+		worker string
 	}{
-		{"port 0 reaches A", urls[0], a},
-		{"port 1 reaches B", urls[1], b},
+		{"port 0 reaches A", urls[0], a, "worker 0"},
+		{"port 1 reaches B", urls[1], b, "worker 1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -35,8 +36,9 @@ func TestPortAffinity(t *testing.T) {
 				if got := r.header.Get("X-Origin"); got != tc.origin.name {
 					t.Fatalf("X-Origin = %q, want %q", got, tc.origin.name)
 				}
-				if got := r.header.Get("X-Served-By"); got != tc.origin.addr {
-					t.Fatalf("X-Served-By = %q, want %q", got, tc.origin.addr)
+				// The worker's index, never its address.
+				if got := r.header.Get("X-Served-By"); got != tc.worker {
+					t.Fatalf("X-Served-By = %q, want %q", got, tc.worker)
 				}
 			}
 			if h := tc.origin.lastHeader("/nothing-here"); h.Get("X-Forwarded-For") != "127.0.0.1" || h.Get("X-Forwarded-Proto") != "http" {

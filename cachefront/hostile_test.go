@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -615,5 +616,32 @@ func TestDefaultMaxConns(t *testing.T) {
 	}
 	if l := fileLimit(); l == 0 {
 		t.Fatal("no RLIMIT_NOFILE")
+	}
+}
+
+// TestInternalsStayInternal (issue 12, item 16): the app's /metrics is not
+// served through the public listeners, X-Served-By names the worker, not
+// its address, and /monitor/* can be kept to the monitoring network.
+func TestInternalsStayInternal(t *testing.T) {
+	a := newOrigin(t, "A")
+	_, urls := startFront(t, Config{}, a)
+	r := get(t, urls[0]+"/metrics")
+	if r.status != 404 || a.count("/metrics") != 0 {
+		t.Fatalf("/metrics through the front: %d, origin asked %d times", r.status, a.count("/metrics"))
+	}
+	if r := get(t, urls[0]+"/monitor/db"); a.count("/monitor/db") != 1 || r.header.Get("X-Served-By") != "worker 0" {
+		t.Fatalf("/monitor/db: %d, origin asked %d times, X-Served-By %q", r.status, a.count("/monitor/db"), r.header.Get("X-Served-By"))
+	}
+	_, urls = startFront(t, Config{MonitorNets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, a)
+	if r := get(t, urls[0]+"/monitor/db"); r.status != 403 || a.count("/monitor/db") != 1 {
+		t.Fatalf("/monitor/db from outside the monitoring network: %d", r.status)
+	}
+	_, urls = startFront(t, Config{MonitorNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, a)
+	if r := get(t, urls[0]+"/monitor/db"); r.status == 403 || a.count("/monitor/db") != 2 {
+		t.Fatalf("/monitor/db from the monitoring network: %d", r.status)
+	}
+	_, urls = startFront(t, Config{PublicMetrics: true}, a)
+	if r := get(t, urls[0]+"/metrics"); a.count("/metrics") != 1 {
+		t.Fatalf("/metrics with PublicMetrics: %d, origin asked %d times", r.status, a.count("/metrics"))
 	}
 }

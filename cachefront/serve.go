@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -130,6 +131,9 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		ctx.SetConnectionClose()
 		f.m.clientErrors.Inc()
 		f.writeError(ctx, http.StatusRequestEntityTooLarge, "only POST, PUT and PATCH requests may carry a body over 8 KiB")
+		return
+	}
+	if f.internalPath(ctx) {
 		return
 	}
 	if !h.IsGet() && !h.IsHead() {
@@ -597,7 +601,7 @@ func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale 
 		fl.fail(stale, err)
 		return
 	}
-	fl.servedBy = b.addr
+	fl.servedBy = b.name
 	fl.status = resp.StatusCode
 	received := time.Now()
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
@@ -798,7 +802,7 @@ func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx, reason string) {
 	}
 	f.invalidateAfter(ctx, resp)
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	f.writeResponse(ctx, resp, b.addr, cacheStatus{fwd: reason, fwdStatus: resp.StatusCode})
+	f.writeResponse(ctx, resp, b.name, cacheStatus{fwd: reason, fwdStatus: resp.StatusCode})
 }
 
 // writeResponse streams an origin response to the client.
@@ -1226,4 +1230,27 @@ func dropConnectionFields(h http.Header) {
 			}
 		}
 	}
+}
+
+// internalPath answers the requests that the public listeners do not pass
+// to the app: /metrics (unless PublicMetrics), /monitor/* from outside
+// MonitorNets. It reports whether it answered.
+func (f *Front) internalPath(ctx *fasthttp.RequestCtx) bool {
+	path := ctx.Path()
+	switch {
+	case !f.cfg.PublicMetrics && bytes.Equal(path, []byte("/metrics")):
+		f.writeError(ctx, http.StatusNotFound, "metrics are served on the app processes' own ports and on the front's admin listener, not here")
+		return true
+	case len(f.cfg.MonitorNets) > 0 && bytes.HasPrefix(path, []byte("/monitor/")):
+		ip, ok := netip.AddrFromSlice(ctx.RemoteIP())
+		ip = ip.Unmap()
+		for _, n := range f.cfg.MonitorNets {
+			if ok && n.Contains(ip) {
+				return false
+			}
+		}
+		f.writeError(ctx, http.StatusForbidden, "the monitoring views are for the monitoring network")
+		return true
+	}
+	return false
 }
