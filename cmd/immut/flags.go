@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/immut/immut/blobstore"
@@ -103,6 +105,8 @@ type frontFlags struct {
 	maxConns                 int
 	bodyTimeout, uploadLimit time.Duration
 	minBodyRate              int64
+	publicMetrics            bool
+	monitorNets              string
 }
 
 func (f *frontFlags) register(fs *cliflag.FlagSet) {
@@ -113,13 +117,33 @@ func (f *frontFlags) register(fs *cliflag.FlagSet) {
 	fs.DurationVar(&f.bodyTimeout, "body-timeout", cachefront.DefaultBodyTimeout, "longest a request body may send nothing")
 	fs.Int64Var(&f.minBodyRate, "min-body-rate", cachefront.DefaultMinBodyRate, "slowest average rate (bytes/s) of a request body after --body-timeout")
 	fs.DurationVar(&f.uploadLimit, "upload-timeout", cachefront.DefaultUploadTimeout, "longest a whole request body may take")
+	fs.BoolVar(&f.publicMetrics, "public-metrics", false, "pass the app's /metrics through the public ports (default: 404; scrape the app processes on their own ports)")
+	fs.StringVar(&f.monitorNets, "monitor-nets", "", "client networks allowed to read /monitor/* through the front, comma-separated CIDRs (default: anyone)")
 }
 
-func (f *frontFlags) config(listen string) node.FrontConfig {
+// nets parses --monitor-nets.
+func (f *frontFlags) nets() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, n := range strings.Split(f.monitorNets, ",") {
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return nil, fmt.Errorf("--monitor-nets: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (f *frontFlags) config(listen string) (node.FrontConfig, error) {
+	nets, err := f.nets()
 	return node.FrontConfig{
 		Listen: listen, CacheSize: f.cacheSize, MaxObject: f.maxObject, Admin: f.admin,
 		MaxConns: f.maxConns, BodyTimeout: f.bodyTimeout, MinBodyRate: f.minBodyRate, UploadTimeout: f.uploadLimit,
-	}
+		PublicMetrics: f.publicMetrics, MonitorNets: nets,
+	}, err
 }
 
 // httpFlags bound what one client can hold of an app process.

@@ -55,7 +55,11 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			c.Logger.Debug("memory limit", "bytes", limit)
 		}
 	}
-	fc := ff.config("")
+	fc, err := ff.config("")
+	if err != nil {
+		return err
+	}
+	c.PublicMetrics, c.MonitorNets = fc.PublicMetrics, fc.MonitorNets
 	c.Admin, c.CacheSize, c.MaxObject, c.MaxConns = fc.Admin, fc.CacheSize, fc.MaxObject, fc.MaxConns
 	c.BodyTimeout, c.MinBodyRate, c.UploadTimeout = fc.BodyTimeout, fc.MinBodyRate, fc.UploadTimeout
 	return serveFront(ctx, c, stdout)

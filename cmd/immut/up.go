@@ -61,11 +61,15 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	front, err := ff.config(*listen)
+	if err != nil {
+		return err
+	}
 	return node.Up(ctx, node.Config{
 		Layout: layout, DSN: *dsn, Token: *token, PGUser: *pgUser, Standby: *standby, RPO: *rpo, HA: *ha, HAMembers: *haMembers,
 		Workers: *workers, BasePort: tf.basePort, Procs: tf.procs,
 		App:    node.AppSettings{Store: sf.limits(), HTTP: hf.limits, LogLevel: lf.level},
-		Front:  ff.config(*listen),
+		Front:  front,
 		Output: stderr, Logger: log,
 		Ready: func(i node.Info) { i.WriteBanner(stdout, selfCommand()) },
 	})

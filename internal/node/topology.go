@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -26,6 +27,9 @@ type FrontConfig struct {
 	BodyTimeout   time.Duration
 	MinBodyRate   int64
 	UploadTimeout time.Duration
+	// PublicMetrics and MonitorNets: see cachefront.Config.
+	PublicMetrics bool
+	MonitorNets   []netip.Prefix
 }
 
 // Endpoints are where a running deployment answers.
@@ -76,6 +80,7 @@ func RunTopology(ctx context.Context, t Topology) error {
 		Routes: routes, Admin: t.Front.Admin, Token: t.Token,
 		CacheSize: t.Front.CacheSize, MaxObject: t.Front.MaxObject, MaxConns: t.Front.MaxConns,
 		BodyTimeout: t.Front.BodyTimeout, MinBodyRate: t.Front.MinBodyRate, UploadTimeout: t.Front.UploadTimeout,
+		PublicMetrics: t.Front.PublicMetrics, MonitorNets: t.Front.MonitorNets,
 		Logger: t.Logger,
 	})
 	if err != nil {
