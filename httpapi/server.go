@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/imaging"
 )
 
 // Config configures the API. Zero values are the documented defaults.
@@ -96,6 +97,22 @@ type Config struct {
 	// response body), bytes_in, duration, remote, forwarded_for (when the
 	// front sent X-Forwarded-For) and worker. Nil: no access log.
 	AccessLog *slog.Logger
+	// Presets are the variants /t/{preset}/{hash} serves (--variant).
+	// Nil: imaging.DefaultPresets() (thumb, small, medium, large); build
+	// others with imaging.WithDefinitions, which keeps the built-ins.
+	Presets imaging.Presets
+	// VariantKeys are the HMAC-SHA256 keys of /t/{sig}/{opts}/{hash}
+	// (--variant-key), newest first: URLs are signed with the first, and
+	// any verifies (rotation). Each at least 16 bytes. None: signed
+	// variants are refused (403).
+	VariantKeys [][]byte
+	// Renderer renders variants. Nil: imaging.New with its defaults (one
+	// render a CPU, a queue of four a CPU, 30s timeout).
+	Renderer *imaging.Renderer
+	// ImageLimits bound the decoding of /v1/images uploads (and of
+	// placeholders). Zero: imaging's defaults (50 megapixels a frame, 200
+	// for all frames of an animation, 20s).
+	ImageLimits imaging.Limits
 }
 
 // Server is the API's http.Handler.
@@ -113,6 +130,7 @@ type Server struct {
 	storageFull atomic.Int64
 	stopUsage   context.CancelFunc
 	usageDone   chan struct{}
+	variants    *variants
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -173,6 +191,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if err := s.initVariants(); err != nil {
+		return nil, err
+	}
 	s.routes()
 	var ctx context.Context
 	ctx, s.stopUsage = context.WithCancel(context.Background())
@@ -252,10 +273,12 @@ func (s *Server) routes() {
 	// Every path under /b/ reaches getBlob, which refuses what is not a
 	// canonical blob URL with 400, as the front does.
 	handle("blob", "/b/{hash:.*}", s.getBlob, http.MethodGet, http.MethodHead)
-	handle("image_put", "/v1/images/{name:.*}", s.auth(s.putImage), http.MethodPut)
-	handle("image_get", "/v1/images/{name:.*}", s.getImage, http.MethodGet, http.MethodHead)
+	handle("image_put", "/v1/images/{name:.*}", s.auth(s.validatedImage(s.putImage)), http.MethodPut)
+	handle("image_get", "/v1/images/{name:.*}", s.withPlaceholder(s.getImage), http.MethodGet, http.MethodHead)
 	handle("image_delete", "/v1/images/{name:.*}", s.auth(s.deleteImage), http.MethodDelete)
 	handle("redirect", "/i/{name:.*}", s.redirect, http.MethodGet, http.MethodHead)
+	handle("variant_preset", "/t/{preset}/{hash}", s.getVariant, http.MethodGet, http.MethodHead)
+	handle("variant_signed", "/t/{sig}/{opts}/{hash}", s.getVariant, http.MethodGet, http.MethodHead)
 	handle("monitor_pool", "/monitor/pool", s.monitorPool, http.MethodGet)
 	handle("monitor_db", "/monitor/db", s.monitorDB, http.MethodGet)
 	handle("monitor_version", "/monitor/version", s.monitorVersion, http.MethodGet)

@@ -40,7 +40,8 @@ import (
 // over the limits.
 var (
 	// ErrCorruptImage: the header parses but the image does not decode to
-	// the end (truncated, corrupt data). 422.
+	// the end (truncated, corrupt data). 422. (A header that does not
+	// parse is blobstore.ErrNotImage, 415, as blobstore's sniffer has it.)
 	ErrCorruptImage = errors.New("image is truncated or corrupt")
 	// ErrTimeout: decoding or rendering took longer than allowed. 503 for a
 	// render (nothing is stored), 422 for an upload.
@@ -319,7 +320,7 @@ func (r *Renderer) Render(ctx context.Context, src io.Reader, opts Options) (Res
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(buf))
 	if err != nil {
 		release()
-		return Result{}, fmt.Errorf("%w: header: %w", ErrCorruptImage, err)
+		return Result{}, fmt.Errorf("%w: unreadable header: %w", blobstore.ErrNotImage, err)
 	}
 	if err := r.cfg.Limits.check(cfg.Width, cfg.Height, 1); err != nil {
 		release()

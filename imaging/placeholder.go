@@ -93,7 +93,8 @@ func decodeGo(ctx context.Context, r io.Reader, lim Limits) (Info, error) {
 	prefix, _ := br.Peek(1 << 20)
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(prefix))
 	if err != nil {
-		return Info{}, fmt.Errorf("%w: header: %w", ErrCorruptImage, err)
+		// As blobstore's sniffer: a header that does not parse is no image.
+		return Info{}, fmt.Errorf("%w: unreadable header: %w", blobstore.ErrNotImage, err)
 	}
 	if err := lim.check(cfg.Width, cfg.Height, 1); err != nil {
 		return Info{}, err

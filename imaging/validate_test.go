@@ -49,7 +49,7 @@ func TestValidate(t *testing.T) {
 		{name: "truncated jpeg", in: jpg[:len(jpg)*2/3], err: ErrCorruptImage},
 		{name: "truncated gif", in: anim[:len(anim)/2], err: ErrCorruptImage},
 		{name: "truncated webp", in: cut(webp, 2, 3), err: ErrCorruptImage},
-		{name: "png header only", in: png[:40], err: ErrCorruptImage},
+		{name: "png cut in its header", in: png[:20], err: blobstore.ErrNotImage},
 		{name: "corrupt png", in: corrupt(png), err: ErrCorruptImage},
 		{name: "corrupt jpeg", in: corrupt(jpg), err: ErrCorruptImage},
 		{name: "text", in: []byte("hello, this is not an image at all"), err: blobstore.ErrNotImage},

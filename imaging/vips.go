@@ -110,6 +110,7 @@ import "C"
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -117,6 +118,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -178,12 +180,17 @@ func validate(ctx context.Context, r io.Reader, lim Limits) (Info, error) {
 	if sniff(head) == "" {
 		return Info{}, blobstore.ErrNotImage
 	}
+	// Keep the first bytes as they pass: if libvips cannot read the
+	// header, Go's header reader (blobstore's sniffer) decides between "no
+	// image" and "an image cut short" (libwebp wants the whole file even
+	// for its header).
+	prefix := &headRecorder{max: 64 << 10}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return Info{}, fmt.Errorf("validate: %w", err)
 	}
 	defer pr.Close()
-	var dst io.Writer = pw
+	var dst io.Writer = io.MultiWriter(prefix, pw)
 	// A GIF is also walked in Go, from a tee of the same stream: libvips'
 	// GIF loader accepts truncated files (see checkGIF).
 	var gifErr error
@@ -192,7 +199,7 @@ func validate(ctx context.Context, r io.Reader, lim Limits) (Info, error) {
 	if sniff(head) == "gif" {
 		var gr *io.PipeReader
 		gr, gw = io.Pipe()
-		dst = io.MultiWriter(gw, pw)
+		dst = io.MultiWriter(prefix, gw, pw)
 		go func() {
 			defer close(gifDone)
 			_, gifErr = checkGIF(gr, lim)
@@ -221,6 +228,17 @@ func validate(ctx context.Context, r io.Reader, lim Limits) (Info, error) {
 	stop := context.AfterFunc(ctx, func() { pw.Close() })
 	defer stop()
 	info, err := decodeVips(ctx, pr, lim)
+	if errors.Is(err, blobstore.ErrNotImage) {
+		if cfg, _, herr := image.DecodeConfig(bytes.NewReader(prefix.bytes())); herr == nil {
+			// An image after all: say what is wrong with it, its size
+			// first (a bomb's header is all there is of it).
+			if lerr := lim.check(cfg.Width, cfg.Height, 1); lerr != nil {
+				err = lerr
+			} else {
+				err = fmt.Errorf("%w: %v", ErrCorruptImage, err)
+			}
+		}
+	}
 	// libvips holds a duplicate of the pipe's read end until its images
 	// are freed (decodeVips has); closing ours lets the feeder finish.
 	pr.Close()
@@ -261,7 +279,9 @@ func decodeVips(ctx context.Context, pr *os.File, lim Limits) (Info, error) {
 		if kind == 0 {
 			return Info{}, blobstore.ErrNotImage
 		}
-		return Info{}, fmt.Errorf("%w: header: %s", ErrCorruptImage, msg)
+		// A header that does not parse is no image, as blobstore's
+		// sniffer says too (415); a cut after the header is corrupt (422).
+		return Info{}, fmt.Errorf("%w: unreadable header: %s", blobstore.ErrNotImage, msg)
 	}
 	defer C.immut_unref(im)
 	format := [...]string{1: "jpeg", 2: "png", 3: "gif", 4: "webp"}[kind]
@@ -303,6 +323,28 @@ func decodeVips(ctx context.Context, pr *os.File, lim Limits) (Info, error) {
 		return Info{}, err
 	}
 	return info, nil
+}
+
+// headRecorder keeps the first max bytes written to it.
+type headRecorder struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (h *headRecorder) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := min(len(p), h.max-len(h.buf)); n > 0 {
+		h.buf = append(h.buf, p[:n]...)
+	}
+	return len(p), nil
+}
+
+func (h *headRecorder) bytes() []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return bytes.Clone(h.buf)
 }
 
 func isBrokenPipe(err error) bool {
