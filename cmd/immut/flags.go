@@ -146,14 +146,20 @@ func (f *frontFlags) config(listen string) (node.FrontConfig, error) {
 	}, err
 }
 
-// httpFlags bound what one client can hold of an app process.
-type httpFlags struct{ limits node.HTTPLimits }
+// httpFlags bound what one client can hold of an app process, and say which
+// image variants it renders.
+type httpFlags struct {
+	limits   node.HTTPLimits
+	variants node.VariantSettings
+}
 
 func (f *httpFlags) register(fs *cliflag.FlagSet) {
 	fs.Int64Var(&f.limits.UploadMinRate, "upload-min-rate", httpapi.DefaultUploadMinRate, "slowest average rate (bytes/s) of an upload after 30s")
 	fs.IntVar(&f.limits.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "blob bodies one app process streams at once; more wait --stream-wait, then 503")
 	fs.DurationVar(&f.limits.StreamWait, "stream-wait", httpapi.DefaultStreamWait, "how long a download waits for a free stream")
 	fs.DurationVar(&f.limits.SendTimeout, "send-timeout", httpapi.DefaultSendTimeout, "longest one write to a client may take before it is dropped")
+	fs.Var((*cliflag.List)(&f.variants.Presets), "variant", "a preset of /t/{preset}/{hash}, `name=w:…,h:…,fit:cover|contain|inside,fmt:jpeg|png|webp|avif|auto,q:…` (repeatable; adds to or replaces thumb, small, medium, large)")
+	fs.Var((*cliflag.List)(&f.variants.Keys), "variant-key", "HMAC-SHA256 `key` of signed /t/{sig}/{opts}/{hash} URLs, at least 16 bytes (repeatable, newest first, for rotation)")
 	fs.BoolVar(&f.limits.AccessLog, "access-log", false, "log one structured line per request (method, path, status, bytes, duration, remote)")
 }
 

@@ -58,7 +58,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	app := node.AppSettings{DSN: *dsn, ReadDSN: *readDSN, Token: *token, Store: sf.limits(), HTTP: hf.limits, Replication: rf.sources(), LogLevel: lf.level}
+	app := node.AppSettings{DSN: *dsn, ReadDSN: *readDSN, Token: *token, Store: sf.limits(), HTTP: hf.limits, Variants: hf.variants, Replication: rf.sources(), LogLevel: lf.level}
 	if *workers == 0 {
 		return node.RunApp(ctx, node.AppConfig{AppSettings: app, Worker: -1, Listen: *listen, Logger: log})
 	}

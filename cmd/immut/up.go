@@ -68,7 +68,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return node.Up(ctx, node.Config{
 		Layout: layout, DSN: *dsn, Token: *token, PGUser: *pgUser, Standby: *standby, RPO: *rpo, HA: *ha, HAMembers: *haMembers,
 		Workers: *workers, BasePort: tf.basePort, Procs: tf.procs,
-		App:    node.AppSettings{Store: sf.limits(), HTTP: hf.limits, LogLevel: lf.level},
+		App:    node.AppSettings{Store: sf.limits(), HTTP: hf.limits, Variants: hf.variants, LogLevel: lf.level},
 		Front:  front,
 		Output: stderr, Logger: log,
 		Ready: func(i node.Info) { i.WriteBanner(stdout, selfCommand()) },

@@ -210,3 +210,19 @@ func FormatDuration(d time.Duration) string {
 	}
 	return d.String()
 }
+
+// List is a flag that may be given several times; one value may also hold
+// several separated by ";" (as IMMUT_* variables do).
+type List []string
+
+func (l *List) String() string { return strings.Join(*l, ";") }
+
+// Set adds the value's parts.
+func (l *List) Set(s string) error {
+	for _, p := range strings.Split(s, ";") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}

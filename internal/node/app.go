@@ -14,6 +14,7 @@ import (
 
 	"github.com/immut/immut/blobstore"
 	"github.com/immut/immut/httpapi"
+	"github.com/immut/immut/imaging"
 	"github.com/immut/immut/internal/buildinfo"
 	"github.com/immut/immut/replication"
 )
@@ -38,16 +39,25 @@ type HTTPLimits struct {
 	AccessLog bool `json:"access_log,omitempty"`
 }
 
+// VariantSettings configure /t/: presets beyond (or replacing) the
+// built-in ones, as "name=w:…,h:…", and the keys of signed options, newest
+// first.
+type VariantSettings struct {
+	Presets []string `json:"presets,omitempty"`
+	Keys    []string `json:"keys,omitempty"`
+}
+
 // AppSettings are what every app process needs, whether `immut serve` runs
 // it in its own process or a supervisor runs it as a worker.
 type AppSettings struct {
 	DSN string `json:"dsn"`
 	// ReadDSN, if set, serves blob reads (a standby: prefer-standby); a blob
 	// it lacks is read through DSN.
-	ReadDSN string      `json:"read_dsn,omitempty"`
-	Token   string      `json:"token"`
-	Store   StoreLimits `json:"store"`
-	HTTP    HTTPLimits  `json:"http"`
+	ReadDSN  string          `json:"read_dsn,omitempty"`
+	Token    string          `json:"token"`
+	Store    StoreLimits     `json:"store"`
+	HTTP     HTTPLimits      `json:"http"`
+	Variants VariantSettings `json:"variants"`
 	// Replication, when it names a server, gives the process
 	// /monitor/replication and the replication gauges.
 	Replication replication.Sources `json:"replication"`
@@ -180,6 +190,12 @@ func newAPI(pool, readPool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*htt
 	}
 	if cfg.HTTP.AccessLog {
 		acfg.AccessLog = log.With("log", "access")
+	}
+	if acfg.Presets, err = imaging.WithDefinitions(cfg.Variants.Presets); err != nil {
+		return nil, fmt.Errorf("variant presets: %w", err)
+	}
+	for _, k := range cfg.Variants.Keys {
+		acfg.VariantKeys = append(acfg.VariantKeys, []byte(k))
 	}
 	if r := cfg.Replication; r.PrimaryDSN != "" || r.StandbyDSN != "" {
 		mon := replication.NewMonitor(r, replication.Thresholds{})
