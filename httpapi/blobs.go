@@ -178,20 +178,9 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) error {
 	}
 	hdr.Set("Content-Type", b.ContentType)
 
-	start, length := int64(0), b.Size
-	status := http.StatusOK
-	if rng := r.Header.Get("Range"); rng != "" && httpsem.IfRangeString(r.Header.Get("If-Range"), etag) {
-		// A malformed or multi-range header is ignored: the whole blob
-		// is a correct answer (RFC 9110 §14.2).
-		switch br, res := httpsem.ParseRangeString(rng, b.Size); res {
-		case httpsem.RangeUnsatisfiable:
-			hdr.Set("Content-Range", httpsem.UnsatisfiedRange(b.Size))
-			hdr.Del("Cache-Control")
-			return errorf(http.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, b.Size)
-		case httpsem.RangeSatisfiable:
-			start, length, status = br.Start, br.Length, http.StatusPartialContent
-			hdr.Set("Content-Range", br.ContentRange(b.Size))
-		}
+	start, length, status, err := selectRange(r, hdr, etag, b.Size)
+	if err != nil {
+		return err
 	}
 	if r.Method != http.MethodHead && length > 0 {
 		release, err := s.streamSlot(w, r)
@@ -241,4 +230,27 @@ func (c *clientWriter) Write(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
+}
+
+// selectRange is the part of a body of size bytes that a GET asks for: the
+// whole (200), or one satisfiable byte range (206, Content-Range set) when
+// If-Range allows. An unsatisfiable range is a 416 error (with its
+// Content-Range, without the body's Cache-Control). A malformed or
+// multi-range header is ignored: the whole body is a correct answer
+// (RFC 9110 §14.2).
+func selectRange(r *http.Request, hdr http.Header, etag string, size int64) (start, length int64, status int, err error) {
+	rng := r.Header.Get("Range")
+	if rng == "" || !httpsem.IfRangeString(r.Header.Get("If-Range"), etag) {
+		return 0, size, http.StatusOK, nil
+	}
+	switch br, res := httpsem.ParseRangeString(rng, size); res {
+	case httpsem.RangeUnsatisfiable:
+		hdr.Set("Content-Range", httpsem.UnsatisfiedRange(size))
+		hdr.Del("Cache-Control")
+		return 0, 0, 0, errorf(http.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, size)
+	case httpsem.RangeSatisfiable:
+		hdr.Set("Content-Range", br.ContentRange(size))
+		return br.Start, br.Length, http.StatusPartialContent, nil
+	}
+	return 0, size, http.StatusOK, nil
 }

@@ -197,18 +197,9 @@ func (s *Server) serveVariant(w http.ResponseWriter, r *http.Request, v blobstor
 		ct = v.ContentType // the source's format, as stored
 	}
 	hdr.Set("Content-Type", ct)
-	start, length := int64(0), v.Size
-	status := http.StatusOK
-	if rng := r.Header.Get("Range"); rng != "" && httpsem.IfRangeString(r.Header.Get("If-Range"), etag) {
-		switch br, res := httpsem.ParseRangeString(rng, v.Size); res {
-		case httpsem.RangeUnsatisfiable:
-			hdr.Set("Content-Range", httpsem.UnsatisfiedRange(v.Size))
-			hdr.Del("Cache-Control")
-			return errorf(http.StatusRequestedRangeNotSatisfiable, "range %q not satisfiable for %d bytes", rng, v.Size)
-		case httpsem.RangeSatisfiable:
-			start, length, status = br.Start, br.Length, http.StatusPartialContent
-			hdr.Set("Content-Range", br.ContentRange(v.Size))
-		}
+	start, length, status, err := selectRange(r, hdr, etag, v.Size)
+	if err != nil {
+		return err
 	}
 	if r.Method == http.MethodHead || length == 0 {
 		hdr.Set("Content-Length", strconv.FormatInt(length, 10))
