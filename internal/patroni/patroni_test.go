@@ -173,6 +173,16 @@ func TestLostEtcd(t *testing.T) {
 	}
 	defer c.Stop(ctx)
 	pgtest.Exec(t, c.DSN("immut", "read-write"), "CREATE TABLE w (v int)")
+	// Failsafe mode needs the members' list in etcd first, written once
+	// every member runs and the synchronous standby streams.
+	if err := poll(ctx, time.Minute, "a healthy cluster", func() (bool, error) {
+		st, err := Status(ctx, c.RESTURLs())
+		ok, _ := st.Healthy(2, 1<<20)
+		return err == nil && ok, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second)
 	c.mu.Lock()
 	etcd := c.procs[0].cur
 	c.mu.Unlock()
