@@ -341,6 +341,9 @@ func (f *Front) newServer(l *listener) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               l.handle,
 		NoDefaultServerHeader: true,
+		// Stored and relayed answers keep the origin's Date (resetWithDate).
+		NoDefaultDate: true,
+		ErrorHandler:  requestError,
 		// The connections fasthttp serves count against MaxConns too; past
 		// it, fasthttp answers 503 (without the fast path it is the cap).
 		Concurrency:          cfg.MaxConns,
@@ -367,6 +370,23 @@ func (f *Front) newServer(l *listener) *fasthttp.Server {
 		},
 		CloseOnShutdown: true,
 		Logger:          fasthttpLogger{f.log},
+	}
+}
+
+// requestError answers a request fasthttp could not read, as fasthttp
+// would, but with 413 for a body over the limit.
+func requestError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		ctx.Error("Too big request header", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error("Request body too large", fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		ctx.Error("Request timeout", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("Error when parsing request", fasthttp.StatusBadRequest)
 	}
 }
 

@@ -342,17 +342,49 @@ func TestOriginDateKept(t *testing.T) {
 	script(o, "dated", func(n int, w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Date", date)
 		w.Header().Set("Cache-Control", "max-age=3600")
+		w.Header().Set("ETag", `"d"`)
+		fmt.Fprint(w, "xyz")
+	})
+	script(o, "dated-uncacheable", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", date)
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, "x")
+	})
+	script(o, "undated", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header()["Date"] = nil // net/http adds one unless told not to
+		w.Header().Set("Cache-Control", "no-store")
 		fmt.Fprint(w, "x")
 	})
 	f, urls := startFront(t, Config{}, o)
+	addr := strings.TrimPrefix(urls[0], "http://")
 	get(t, urls[0]+"/case/dated")
 	settle(f)
 	time.Sleep(1100 * time.Millisecond)
-	// A hit on the fast path (a connection that only ever hit). Answers
-	// that fasthttp writes carry its clock: it sets Date itself.
-	r := raw(t, strings.TrimPrefix(urls[0], "http://"), "GET", "GET /case/dated HTTP/1.1\r\nHost: x\r\n\r\n")
-	if r.header.Get("X-Cache") != "HIT" || r.header.Get("Date") != date {
-		t.Fatalf("%s with Date %q, want a hit with the origin's %q", r.header.Get("X-Cache"), r.header.Get("Date"), date)
+	for _, tc := range []struct{ name, req string }{
+		// A connection that only ever hit: the fast path.
+		{"fast path hit", "GET /case/dated HTTP/1.1\r\nHost: x\r\n\r\n"},
+		// Range and conditional requests are answered by fasthttp.
+		{"206 from the cache", "GET /case/dated HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n"},
+		{"304 from the cache", "GET /case/dated HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"d\"\r\n\r\n"},
+		{"relayed uncacheable", "GET /case/dated-uncacheable HTTP/1.1\r\nHost: x\r\n\r\n"},
+	} {
+		r := raw(t, addr, "GET", tc.req)
+		if got := r.header.Values("Date"); len(got) != 1 || got[0] != date {
+			t.Errorf("%s: %d with Date %q, want the origin's %q once", tc.name, r.status, got, date)
+		}
+	}
+	// Answers without an origin Date get the front's clock, once.
+	for _, req := range []string{
+		"GET /case/undated HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /b/nothex HTTP/1.1\r\nHost: x\r\n\r\n",   // the front's own 400
+		"GET /case/dated HTTP/1.1\r\nHost: x\r\nBad\r\n\r\n", // fasthttp's parse error
+	} {
+		r := raw(t, addr, "GET", req)
+		got := r.header.Values("Date")
+		d, err := http.ParseTime(strings.Join(got, ""))
+		if len(got) != 1 || err != nil || time.Since(d) > 5*time.Second {
+			t.Errorf("%q: %d with Date %q, want one Date of now", req, r.status, got)
+		}
 	}
 }
 

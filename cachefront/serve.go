@@ -1,6 +1,7 @@
 package cachefront
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/hex"
@@ -108,6 +109,7 @@ func (l *listener) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	f := l.f.Load()
 	if f == nil { // closed
+		ctx.Response.Reset()
 		ctx.SetConnectionClose()
 		ctx.SetStatusCode(http.StatusServiceUnavailable)
 		return
@@ -253,6 +255,7 @@ func (f *Front) writeEntry(ctx *fasthttp.RequestCtx, e *entry, now time.Time, xc
 	cacheStatus := cs.appendTo(csbuf[:0], e, now)
 	var num [20]byte
 	age := strconv.AppendInt(num[:0], e.age(now), 10)
+	resetWithDate(rh, e.date)
 	if e.status == http.StatusOK && !e.preconditionsHold(&ctx.Request.Header) {
 		f.writeError(ctx, http.StatusPreconditionFailed, "precondition failed (If-Match or If-Unmodified-Since)")
 		rh.SetCanonical(hdrXCache, xcache)
@@ -810,10 +813,18 @@ func (f *Front) writeResponse(ctx *fasthttp.RequestCtx, resp *http.Response, ser
 	var csbuf [160]byte
 	cacheStatus := cs.appendTo(csbuf[:0], nil, time.Time{})
 	rh := &ctx.Response.Header
+	if d := resp.Header.Values("Date"); len(d) > 0 {
+		resetWithDate(rh, []byte(d[0]))
+	} else {
+		// A message forwarded without Date gets the time it arrived
+		// (RFC 9110 §6.6.1).
+		var buf [len(http.TimeFormat)]byte
+		resetWithDate(rh, appendNow(buf[:0]))
+	}
 	rh.SetStatusCode(resp.StatusCode)
 	dropConnectionFields(resp.Header)
 	for k, vs := range resp.Header {
-		if hopByHop[k] || hiddenFields[k] || k == "Content-Length" || k == "X-Cache" || k == "Cache-Status" {
+		if hopByHop[k] || hiddenFields[k] || k == "Content-Length" || k == "X-Cache" || k == "Cache-Status" || k == "Date" {
 			continue
 		}
 		for _, v := range vs {
@@ -928,6 +939,42 @@ func (f *Front) writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.Response.Header.SetCanonical(hdrXCache, valMiss)
 	ctx.SetBodyString(`{"error":` + strconv.Quote(msg) + "}\n")
 }
+
+// resetWithDate starts a response header whose Date is date. fasthttp
+// writes its own clock as Date unless the server says not to (newServer
+// does, so that a stored or relayed response keeps the origin's: RFC 9111
+// §4, RFC 9110 §6.6.1), and drops a Date set through its API: a parsed
+// header is the way in. Answers the front makes up itself start with
+// Response.Reset, which turns fasthttp's Date back on.
+func resetWithDate(rh *fasthttp.ResponseHeader, date []byte) {
+	p := dateHeads.Get().(*dateHead)
+	// A 304, whose head frames no body: the parsed head neither asks to
+	// close the connection nor carries a Content-Length. The caller sets
+	// the status; fasthttp sets the body's length.
+	p.buf = append(append(append(p.buf[:0], "HTTP/1.1 304 Not Modified\r\nDate: "...), date...), "\r\n\r\n"...)
+	p.src.Reset(p.buf)
+	p.br.Reset(&p.src)
+	if err := rh.Read(p.br); err != nil {
+		rh.Reset()
+	}
+	rh.SetStatusMessage(nil) // the status code's own reason phrase
+	dateHeads.Put(p)
+}
+
+type dateHead struct {
+	buf []byte
+	src bytes.Reader
+	br  *bufio.Reader
+}
+
+var dateHeads = sync.Pool{New: func() any {
+	p := &dateHead{}
+	p.br = bufio.NewReaderSize(&p.src, 128)
+	return p
+}}
+
+// appendNow appends the current time as an HTTP-date.
+func appendNow(dst []byte) []byte { return time.Now().UTC().AppendFormat(dst, http.TimeFormat) }
 
 // roundTrip sends req to the listener's own backend, or to another healthy
 // one when that is down; a refused connection marks the backend down and
