@@ -376,7 +376,7 @@ func TestOriginDateKept(t *testing.T) {
 	// Answers without an origin Date get the front's clock, once.
 	for _, req := range []string{
 		"GET /case/undated HTTP/1.1\r\nHost: x\r\n\r\n",
-		"GET /b/nothex HTTP/1.1\r\nHost: x\r\n\r\n",   // the front's own 400
+		"GET /b/nothex HTTP/1.1\r\nHost: x\r\n\r\n",          // the front's own 400
 		"GET /case/dated HTTP/1.1\r\nHost: x\r\nBad\r\n\r\n", // fasthttp's parse error
 	} {
 		r := raw(t, addr, "GET", req)
