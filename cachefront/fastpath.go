@@ -66,20 +66,36 @@ func (l *chanListener) Close() error {
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
-// replayConn gives fasthttp the bytes the fast path already read.
+// replayConn gives fasthttp the bytes the fast path already read. It
+// counts its reads so that a handler knows whether the answers before its
+// request have left fasthttp's write buffer (interim.go).
 type replayConn struct {
 	countedConn
 	buf []byte
+
+	reads    atomic.Uint64 // reads that returned bytes
+	answered uint64        // reads when the last handler returned
+	inOrder  bool          // this request's head was read after that
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
 	if len(c.buf) > 0 {
 		n := copy(p, c.buf)
 		c.buf = c.buf[n:]
+		c.reads.Add(1)
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
+	return n, err
 }
+
+// handlerStarts and handlerReturns bracket each request's handler, on the
+// connection's goroutine.
+func (c *replayConn) handlerStarts()  { c.inOrder = c.reads.Load() > c.answered }
+func (c *replayConn) handlerReturns() { c.answered = c.reads.Load() }
 
 // acceptLoop accepts a listener's connections into the fast path.
 func (l *listener) acceptLoop(f *Front) {
