@@ -40,6 +40,9 @@ type entry struct {
 	// vary marks a URI whose responses vary (vary.go): the entry holds
 	// no response, only the marker that leads to the variants.
 	vary *varyMarker
+	// creds marks a URI's responses stored under credentials: the entry
+	// holds only their generation (lookupWithCredentials).
+	creds *credMarker
 	// varyOf and variant place a stored variant.
 	varyOf  *varyMarker
 	variant string

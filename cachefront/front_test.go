@@ -488,7 +488,7 @@ func TestPurge(t *testing.T) {
 	}
 }
 
-func TestAuthorization(t *testing.T) {
+func TestAuthorizationSharedObjects(t *testing.T) {
 	o := newOrigin(t, "A")
 	hash := o.addBlob([]byte("public blob"))
 	o.handle("plain", func(w http.ResponseWriter, r *http.Request) {

@@ -91,6 +91,7 @@ func (f *Front) invalidate(target string) {
 		return
 	}
 	f.cache.Del(key)
+	f.cache.Del(credMarkerKey(key))
 	now := time.Now()
 	f.invalMu.Lock()
 	defer f.invalMu.Unlock()

@@ -1,7 +1,10 @@
 package cachefront
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -823,7 +826,8 @@ func TestCacheStatus(t *testing.T) {
 		check(t, cs(do(t, http.MethodPost, urls[0]+"/case/fresh", nil)), map[string]string{"fwd": "method", "fwd-status": "200"})
 	})
 	t.Run("credentials", func(t *testing.T) {
-		check(t, cs(do(t, http.MethodGet, urls[0]+"/case/private", map[string]string{"Authorization": "Bearer x"})), map[string]string{"fwd": "request", "fwd-status": "200"})
+		// Looked up under the credentials, which have nothing stored.
+		check(t, cs(do(t, http.MethodGet, urls[0]+"/case/private", map[string]string{"Authorization": "Bearer x"})), map[string]string{"fwd": "uri-miss", "fwd-status": "200", "stored": "-"})
 	})
 	t.Run("uncacheable, then bypass", func(t *testing.T) {
 		check(t, cs(get(t, urls[0]+"/case/private")), map[string]string{"fwd": "uri-miss", "fwd-status": "200", "stored": "-"})
@@ -875,4 +879,192 @@ func TestCacheStatus(t *testing.T) {
 			t.Fatalf("%d of 3 answers say collapsed, want 2: %q", n, statuses)
 		}
 	})
+}
+
+// readAnswers reads a client's answers to one request: the interim (1xx)
+// ones, then the final one.
+func readAnswers(t *testing.T, br *bufio.Reader, method string) (interim []*http.Response, final rawResponse) {
+	t.Helper()
+	for {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("reading an answer: %v", err)
+		}
+		if resp.StatusCode >= 200 {
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading the body: %v", err)
+			}
+			return interim, rawResponse{resp.StatusCode, resp.Header, body, resp.Proto, resp.TransferEncoding}
+		}
+		interim = append(interim, resp)
+	}
+}
+
+// TestInterimResponses: an origin's 102 and 103 reach the client waiting
+// for that request, before the final answer, and are neither stored nor
+// replayed; HTTP/1.0 clients and pipelined requests, which must not see
+// them out of order, get the final answer only (RFC 9110 §15.2).
+func TestInterimResponses(t *testing.T) {
+	o := newOrigin(t, "A")
+	hints := func(cc string) func(n int, w http.ResponseWriter, r *http.Request) {
+		return func(n int, w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusProcessing)
+			w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+			w.Header().Set("X-Hint", "yes")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			w.Header().Del("X-Hint")
+			w.Header().Set("Cache-Control", cc)
+			fmt.Fprintf(w, "final %d", n)
+		}
+	}
+	script(o, "cacheable", hints("max-age=600"))
+	script(o, "uncacheable", hints("no-store"))
+	script(o, "http10", hints("no-store"))
+	script(o, "pipelined", hints("no-store"))
+	script(o, "plain", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, "plain")
+	})
+	f, urls := startFront(t, Config{}, o)
+	addr := strings.TrimPrefix(urls[0], "http://")
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	request := func(c net.Conn, br *bufio.Reader, req string) ([]*http.Response, rawResponse) {
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		return readAnswers(t, br, "GET")
+	}
+	wantHints := func(name string, interim []*http.Response) {
+		t.Helper()
+		if len(interim) != 2 || interim[0].StatusCode != 102 || interim[1].StatusCode != 103 ||
+			interim[1].Header.Get("Link") != "</style.css>; rel=preload; as=style" || interim[1].Header.Get("X-Hint") != "yes" {
+			var got []string
+			for _, r := range interim {
+				got = append(got, fmt.Sprint(r.StatusCode, r.Header))
+			}
+			t.Fatalf("%s: interim answers %v, want 102 then 103 with the origin's fields", name, got)
+		}
+	}
+
+	for _, path := range []string{"cacheable", "uncacheable"} {
+		c, br := dial()
+		// A second request on the same connection gets its own.
+		for i := range 2 {
+			interim, final := request(c, br, "GET /case/"+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			if path == "cacheable" && i == 1 {
+				if len(interim) != 0 || final.header.Get("X-Cache") != "HIT" {
+					t.Fatalf("cacheable, again: %d interim answers, X-Cache %q; want a hit without them", len(interim), final.header.Get("X-Cache"))
+				}
+				continue
+			}
+			wantHints(path, interim)
+			if final.status != 200 || final.header.Get("Link") != "" {
+				t.Fatalf("%s: final %d with Link %q", path, final.status, final.header.Get("Link"))
+			}
+		}
+		settle(f)
+	}
+	c, br := dial()
+	if interim, final := request(c, br, "GET /case/http10 HTTP/1.0\r\nHost: x\r\n\r\n"); len(interim) != 0 || final.status != 200 {
+		t.Fatalf("HTTP/1.0: %d interim answers, final %d; want none and 200", len(interim), final.status)
+	}
+	// Two requests in one write: the first one's answer waits in
+	// fasthttp's buffer while the second is handled.
+	c, br = dial()
+	io.WriteString(c, "GET /case/plain HTTP/1.1\r\nHost: x\r\n\r\nGET /case/pipelined HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, want := range []string{"plain", "final 1"} {
+		interim, final := readAnswers(t, br, "GET")
+		if len(interim) != 0 || string(final.body) != want {
+			t.Fatalf("pipelined: %d interim answers before %q, want none before %q", len(interim), final.body, want)
+		}
+	}
+}
+
+// TestAuthorizationCredentialKeyed: a response to a request with Authorization is
+// stored only when it says public, s-maxage or must-revalidate, and then
+// answers only requests with the same Authorization; a response stored
+// for a request without one answers requests with one only when it may be
+// shared with them; a write of the URI removes the ones stored under
+// credentials too (RFC 9111 §3.5).
+func TestAuthorizationCredentialKeyed(t *testing.T) {
+	o := newOrigin(t, "A")
+	f, urls := startFront(t, Config{}, o)
+	tests := []struct {
+		cc     string
+		stored bool
+	}{
+		{"max-age=600", false},
+		{"public, max-age=600", true},
+		{"max-age=600, must-revalidate", true},
+		{"s-maxage=600", true},
+		{"private, s-maxage=600", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.cc, func(t *testing.T) {
+			name := strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(tc.cc)
+			script(o, name, func(n int, w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodGet {
+					return
+				}
+				w.Header().Set("Cache-Control", tc.cc)
+				fmt.Fprintf(w, "for %q #%d", r.Header.Get("Authorization"), n)
+			})
+			url := urls[0] + "/case/" + name
+			foo := map[string]string{"Authorization": "Bearer foo"}
+			first := do(t, "GET", url, foo)
+			settle(f)
+			again := do(t, "GET", url, foo)
+			if isHit(again) != tc.stored || (tc.stored && string(again.body) != string(first.body)) {
+				t.Fatalf("same credentials again: %q (hit %v), want hit %v of %q", again.body, isHit(again), tc.stored, first.body)
+			}
+			other := do(t, "GET", url, map[string]string{"Authorization": "Bearer bar"})
+			if isHit(other) || !strings.Contains(string(other.body), "bar") {
+				t.Fatalf("other credentials got %q (hit %v), want their own answer", other.body, isHit(other))
+			}
+			anon := get(t, url)
+			if isHit(anon) || strings.Contains(string(anon.body), "foo") {
+				t.Fatalf("no credentials got %q (hit %v), want an answer of their own", anon.body, isHit(anon))
+			}
+			if h := o.lastHeader("/case/" + name); h.Get("Authorization") != "" {
+				t.Fatalf("anonymous request reached the origin with Authorization %q", h.Get("Authorization"))
+			}
+			if !tc.stored {
+				return
+			}
+			do(t, http.MethodPut, url, nil)
+			settle(f)
+			if r := do(t, "GET", url, foo); isHit(r) {
+				t.Fatalf("after a PUT of the URI: %q from the cache", r.body)
+			}
+		})
+	}
+	// Stored for an anonymous request: shared with requests that carry
+	// credentials only when the response allows it.
+	for _, tc := range []struct {
+		cc     string
+		shared bool
+	}{{"public, max-age=600", true}, {"max-age=600", false}} {
+		name := "anon-" + strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(tc.cc)
+		script(o, name, func(n int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", tc.cc)
+			fmt.Fprintf(w, "for %q #%d", r.Header.Get("Authorization"), n)
+		})
+		url := urls[0] + "/case/" + name
+		get(t, url)
+		settle(f)
+		if r := do(t, "GET", url, map[string]string{"Authorization": "Bearer foo"}); isHit(r) != tc.shared {
+			t.Fatalf("%s: request with credentials got %q (hit %v), want hit %v", tc.cc, r.body, isHit(r), tc.shared)
+		}
+	}
 }

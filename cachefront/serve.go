@@ -114,7 +114,14 @@ func (l *listener) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(http.StatusServiceUnavailable)
 		return
 	}
+	rc, _ := ctx.Conn().(*replayConn)
+	if rc != nil {
+		rc.handlerStarts()
+	}
 	f.serve(l, ctx, start)
+	if rc != nil {
+		rc.handlerReturns()
+	}
 	l.lm.count(ctx.Method(), ctx.Response.StatusCode())
 	l.lm.latency.Observe(time.Since(start).Seconds())
 	if !ctx.IsHead() && !ctx.Response.SkipBody && !ctx.Response.IsBodyStream() {
@@ -166,73 +173,168 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 // waited for did not select.
 func (f *Front) lookup(l *listener, ctx *fasthttp.RequestCtx, target, key []byte, isBlob bool, now time.Time, depth int) {
 	h := &ctx.Request.Header
-	auth := len(h.Peek(fasthttp.HeaderAuthorization)) > 0
-	e, ok := f.cache.Get(b2s(key))
-	if ok && f.purged(e) {
-		e, ok = nil, false
+	if auth := h.Peek(fasthttp.HeaderAuthorization); len(auth) > 0 {
+		f.lookupWithCredentials(l, ctx, target, key, isBlob, auth, now, depth)
+		return
 	}
-	if ok && e.hitForPass {
-		if now.UnixNano() < e.freshTill {
-			f.pass(l, ctx, "bypass")
-			return
-		}
-		e, ok = nil, false
+	fd := f.find(b2s(key), h, now.UnixNano())
+	if fd.bypass {
+		f.pass(l, ctx, "bypass")
+		return
 	}
-	var marker *varyMarker
-	var flightKey string
-	if ok && e.vary != nil {
-		// A URI whose responses vary: find this request's variant.
-		marker = e.vary
-		flightKey = marker.key(string(key), variantOfFast(h, marker.names))
-		e, ok = f.cache.Get(flightKey)
-		if ok && (f.purged(e) || e.hitForPass) {
-			e, ok = nil, false
-		}
-	}
-	if ok && e.fresh(now.UnixNano()) && (!auth || e.authOK) {
+	if e := fd.e; e != nil && e.fresh(now.UnixNano()) {
 		f.m.hits.Inc()
 		f.writeEntry(ctx, e, now, valHit, csHit, "")
 		return
 	}
-	if auth {
-		// RFC 9111 §3.5: a request with credentials is answered by the
-		// origin unless a stored response explicitly allows sharing.
-		f.pass(l, ctx, "request")
-		return
-	}
 	f.m.misses.Inc()
-	if flightKey == "" {
-		flightKey = string(key)
-	}
-	// A blob is fetched under its canonical path, whatever spelling the
-	// client used: the stored copy is the one every spelling is served.
-	fetch := string(target)
+	f.missOrStale(l, ctx, fd, missKey{flight: fd.flight, base: string(key), target: fetchTarget(target, key, isBlob), marker: fd.marker}, now, depth)
+}
+
+// fetchTarget is what a miss asks the origin for. A blob is fetched under
+// its canonical path, whatever spelling the client used: the stored copy
+// is the one every spelling is served.
+func fetchTarget(target, key []byte, isBlob bool) string {
 	if isBlob {
-		fetch = string(key)
+		return string(key)
 	}
-	if ok && now.UnixNano() < e.swrTill {
+	return string(target)
+}
+
+// missOrStale answers a request the cache could not answer fresh: with
+// the stale copy fd found while it is revalidated in the background, when
+// stale-while-revalidate allows, else through the origin.
+func (f *Front) missOrStale(l *listener, ctx *fasthttp.RequestCtx, fd found, mk missKey, now time.Time, depth int) {
+	if mk.flight == "" {
+		mk.flight = mk.base
+	}
+	e := fd.e
+	if e != nil && now.UnixNano() < e.swrTill {
 		// stale-while-revalidate (RFC 5861 §3): serve the stale copy now
 		// and validate it in the background, collapsed with other misses.
-		f.revalidate(l, ctx, flightKey, string(key), fetch, e, marker)
+		mk.reason = "stale"
+		f.revalidate(l, ctx, mk, e)
 		f.m.stale.Inc()
 		f.writeEntry(ctx, e, now, valHit, cacheStatus{hit: true, detail: "stale-while-revalidate"}, "")
 		return
 	}
-	reason := "uri-miss"
 	switch {
-	case ok:
-		reason = "stale"
-	case marker != nil:
-		reason = "vary-miss"
+	case e != nil:
+		mk.reason = "stale"
+	case fd.marker != nil:
+		mk.reason = "vary-miss"
+	default:
+		mk.reason = "uri-miss"
 	}
-	f.miss(l, ctx, missKey{flight: flightKey, base: string(key), target: fetch, marker: marker, reason: reason}, e, now, depth)
+	f.miss(l, ctx, mk, e, now, depth)
+}
+
+// found is what the cache holds for a request.
+type found struct {
+	e      *entry      // the stored response, if any
+	marker *varyMarker // the URI's responses vary: its marker
+	flight string      // then the key of the request's variant
+	bypass bool        // the origin recently answered uncacheably (hit-for-pass)
+}
+
+// find looks up the stored response under base that the request with
+// fields h selects.
+func (f *Front) find(base string, h *fasthttp.RequestHeader, now int64) (fd found) {
+	e, ok := f.cache.Get(base)
+	if !ok || f.purged(e) {
+		return fd
+	}
+	if e.hitForPass {
+		fd.bypass = now < e.freshTill
+		return fd
+	}
+	if e.vary != nil {
+		// A URI whose responses vary: find this request's variant.
+		fd.marker = e.vary
+		fd.flight = e.vary.key(variantOfFast(h, e.vary.names))
+		if e, ok = f.cache.Get(fd.flight); !ok || f.purged(e) || e.hitForPass {
+			return fd
+		}
+	}
+	fd.e = e
+	return fd
+}
+
+// Responses to requests with credentials (RFC 9111 §3.5) are stored only
+// when the origin lets a shared cache keep them (public, s-maxage,
+// must-revalidate), and then under the credentials: they answer later
+// requests with the same Authorization field, byte for byte, and no
+// other. They live under a marker of their URI (credMarkerKey), whose
+// generation is part of their keys: invalidating the URI removes the
+// marker, which makes all of them unreachable without knowing whose they
+// were. A response stored for a request without credentials answers a
+// request with them when it says it may be shared with such requests too.
+
+// credMarker heads the responses stored under credentials for one URI.
+type credMarker struct{ gen string }
+
+// credMarkerKey cannot be a request's key: those start with "/".
+func credMarkerKey(uri string) string { return "\x02" + uri }
+
+// credentialsKey names an Authorization value in keys without keeping it.
+func credentialsKey(auth []byte) string {
+	sum := blake3.Sum256(auth)
+	return hex.EncodeToString(sum[:16])
+}
+
+// credBase is the key of uri's responses for the credentials cred, "" when
+// none are stored; create makes the URI's marker if it has none.
+func (f *Front) credBase(uri, cred string, create bool) string {
+	mk := credMarkerKey(uri)
+	if e, ok := f.cache.Get(mk); ok && e.creds != nil {
+		return mk + "\x01" + e.creds.gen + "\x01" + cred
+	}
+	if !create {
+		return ""
+	}
+	m := &credMarker{gen: strconv.FormatUint(varyGen.Add(1), 36)}
+	f.cache.SetWithTTL(mk, &entry{creds: m, cost: 256}, 256, 0)
+	return mk + "\x01" + m.gen + "\x01" + cred
+}
+
+// lookupWithCredentials is lookup for a request that carries
+// Authorization.
+func (f *Front) lookupWithCredentials(l *listener, ctx *fasthttp.RequestCtx, target, key []byte, isBlob bool, auth []byte, now time.Time, depth int) {
+	h := &ctx.Request.Header
+	nowNs := now.UnixNano()
+	uri, cred := string(key), credentialsKey(auth)
+	var fd found
+	base := f.credBase(uri, cred, false)
+	if base != "" {
+		if fd = f.find(base, h, nowNs); fd.e != nil && fd.e.fresh(nowNs) {
+			f.m.hits.Inc()
+			f.writeEntry(ctx, fd.e, now, valHit, csHit, "")
+			return
+		}
+	}
+	if shared := f.find(uri, h, nowNs); shared.e != nil && shared.e.authOK && shared.e.fresh(nowNs) {
+		f.m.hits.Inc()
+		f.writeEntry(ctx, shared.e, now, valHit, csHit, "")
+		return
+	}
+	f.m.misses.Inc()
+	mk := missKey{flight: fd.flight, base: uri, cred: cred, target: fetchTarget(target, key, isBlob), marker: fd.marker}
+	if mk.flight == "" {
+		mk.flight = base
+		if base == "" {
+			mk.flight = credMarkerKey(uri) + "\x01\x01" + cred
+		}
+	}
+	f.missOrStale(l, ctx, fd, mk, now, depth)
 }
 
 // missKey says what a miss fetches: target, stored under base (and the
-// variant of marker's fields, for a URI whose responses vary), collapsed
-// with the other misses of flight.
+// variant of marker's fields, for a URI whose responses vary; under the
+// credentials cred, for a request with Authorization), collapsed with the
+// other misses of flight.
 type missKey struct {
 	flight, base, target string
+	cred                 string // credentialsKey of the request's Authorization
 	marker               *varyMarker
 	reason               string // Cache-Status fwd: uri-miss, vary-miss or stale
 }
@@ -366,6 +468,7 @@ type flight struct {
 	stored   bool   // entry was handed to the cache
 	status   int    // the origin's status
 	servedBy string
+	interim  *interimRelay // the leader's client, for the origin's 1xx answers
 
 	mu      sync.Mutex
 	resp    *http.Response // the uncacheable response, for the leader
@@ -376,7 +479,7 @@ type flight struct {
 // runs detached from the client so that it completes (and fills the cache)
 // even when the first client goes away; waiters give up after WaitTimeout.
 func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry, now time.Time, depth int) {
-	fl, leader, err := f.startFetch(l, ctx, mk, stale)
+	fl, leader, err := f.startFetch(l, ctx, mk, stale, f.interimRelay(ctx))
 	if err != nil {
 		f.writeError(ctx, http.StatusBadRequest, "bad request target")
 		return
@@ -391,6 +494,7 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *e
 	case <-timer.C:
 		f.m.waitTimeouts.Inc()
 		if leader {
+			fl.interim.stop()
 			fl.abandon()
 		}
 		if stale != nil && !stale.noStale {
@@ -410,7 +514,7 @@ func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *e
 				return
 			}
 			m := e.varyOf
-			f.miss(l, ctx, missKey{flight: m.key(mk.base, v), base: mk.base, target: mk.target, marker: m, reason: "vary-miss"}, nil, time.Now(), depth+1)
+			f.miss(l, ctx, missKey{flight: m.key(v), base: mk.base, cred: mk.cred, target: mk.target, marker: m, reason: "vary-miss"}, nil, time.Now(), depth+1)
 			return
 		}
 	}
@@ -493,11 +597,11 @@ func fitResponse(ctx *fasthttp.RequestCtx, resp *http.Response) *http.Response {
 
 // startFetch joins the flight of mk, or starts it: leader reports the
 // latter.
-func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry) (fl *flight, leader bool, err error) {
+func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry, interim *interimRelay) (fl *flight, leader bool, err error) {
 	f.flightMu.Lock()
 	fl, joined := f.flights[mk.flight]
 	if !joined {
-		fl = &flight{done: make(chan struct{})}
+		fl = &flight{done: make(chan struct{}), interim: interim}
 		f.flights[mk.flight] = fl
 	}
 	f.flightMu.Unlock()
@@ -513,6 +617,9 @@ func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, st
 				keep = append(keep, n)
 			}
 		}
+	}
+	if mk.cred != "" {
+		keep = append(keep, "Authorization")
 	}
 	req, _, err := f.originRequest(ctx, mk.target, true, keep...)
 	if err != nil {
@@ -532,8 +639,8 @@ func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, st
 
 // revalidate starts a background validation of stale, unless a fetch of
 // it is already in flight; nobody waits for it.
-func (f *Front) revalidate(l *listener, ctx *fasthttp.RequestCtx, flightKey, base, target string, stale *entry, marker *varyMarker) {
-	fl, leader, err := f.startFetch(l, ctx, missKey{flight: flightKey, base: base, target: target, marker: marker, reason: "stale"}, stale)
+func (f *Front) revalidate(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry) {
+	fl, leader, err := f.startFetch(l, ctx, mk, stale, nil)
 	if err == nil && leader {
 		fl.abandon() // an uncacheable answer has no reader
 	}
@@ -592,13 +699,14 @@ func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale 
 	key := mk.base
 	rctx, cancel := context.WithCancel(f.baseCtx)
 	timer := time.AfterFunc(f.cfg.OriginTimeout, cancel)
-	req = req.WithContext(rctx)
+	req = req.WithContext(fl.interim.trace(rctx))
 	fetchedAt := time.Now()
 	done := func() {
 		timer.Stop()
 		cancel()
 	}
 	resp, b, err := f.roundTrip(req, own, nil)
+	fl.interim.stop()
 	if err != nil {
 		done()
 		fl.fail(stale, err)
@@ -617,7 +725,7 @@ func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale 
 		ok, p := storable(stale.status, merged, received)
 		e := newEntry(key, &http.Response{StatusCode: stale.status, Header: merged}, stale.body, fetchedAt, received, p)
 		e.varyOf, e.variant = stale.varyOf, stale.variant
-		if ok && !f.invalidatedSince(key, fetchedAt) {
+		if ok && (mk.cred == "" || p.authOK) && !f.invalidatedSince(key, fetchedAt) {
 			f.store(mk.flight, e, p)
 			fl.stored = true
 		}
@@ -649,7 +757,7 @@ func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale 
 				fl.fail(stale, fmt.Errorf("%s from %s: %w", key, b.addr, ErrDigestMismatch))
 				return
 			}
-			if storeKey, ok := f.variantKey(key, e, resp.Header, req.Header, p); ok && !f.invalidatedSince(key, fetchedAt) {
+			if storeKey, ok := f.storeKey(mk, e, resp.Header, req.Header, p); ok && !f.invalidatedSince(key, fetchedAt) {
 				f.store(storeKey, e, p)
 				fl.stored = true
 			}
@@ -666,7 +774,7 @@ func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale 
 	// connection bounds it. Remember that for a while (not for errors,
 	// which may pass, and never over a stale copy kept for stale-if-error).
 	timer.Stop()
-	if stale == nil && resp.StatusCode < 500 && mk.marker == nil {
+	if stale == nil && resp.StatusCode < 500 && mk.marker == nil && mk.cred == "" {
 		f.cache.SetWithTTL(key, &entry{hitForPass: true, freshTill: received.Add(hitForPassTTL).UnixNano(), cost: 256}, 256, hitForPassTTL)
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
@@ -705,6 +813,19 @@ func (f *Front) store(key string, e *entry, p policy) {
 	f.cache.SetWithTTL(key, e, e.cost, ttl)
 }
 
+// storeKey is where a fetched response is stored (variantKey), under the
+// request's credentials when it had any, if the response allows that.
+func (f *Front) storeKey(mk missKey, e *entry, resp, req http.Header, p policy) (string, bool) {
+	base := mk.base
+	if mk.cred != "" {
+		if !p.authOK {
+			return "", false
+		}
+		base = f.credBase(mk.base, mk.cred, true)
+	}
+	return f.variantKey(base, e, resp, req, p)
+}
+
 // variantKey is where a fetched response is stored: under its URI's key,
 // or, when it varies on request fields, under the key of the variant the
 // origin request selected (its URI's marker created or reused). ok is false
@@ -718,14 +839,14 @@ func (f *Front) variantKey(base string, e *entry, resp, req http.Header, p polic
 	if cur, ok := f.cache.Get(base); ok && cur.vary != nil && slices.Equal(cur.vary.names, names) {
 		m = cur.vary
 	} else {
-		m = newVaryMarker(names)
+		m = newVaryMarker(base, names)
 		f.cache.SetWithTTL(base, &entry{vary: m, cost: 256}, 256, 0)
 	}
 	e.varyOf, e.variant = m, variantOfHTTP(req, names)
 	if !m.admit(e.variant) {
 		return "", false
 	}
-	return m.key(base, e.variant), true
+	return m.key(e.variant), true
 }
 
 // readUpTo reads a body of declared length n (-1 unknown), at most max
@@ -767,8 +888,10 @@ func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx, reason string) {
 		return
 	}
 	rctx, cancel := context.WithCancel(f.baseCtx)
-	req = req.WithContext(rctx)
+	interim := f.interimRelay(ctx)
+	req = req.WithContext(interim.trace(rctx))
 	resp, b, err := f.roundTrip(req, l.own, body)
+	interim.stop()
 	if body != nil {
 		// The transport may still be finishing the body (its last read
 		// sees EOF after the origin already answered): give it a moment.

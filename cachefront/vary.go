@@ -27,6 +27,7 @@ const maxVariants = 16
 var varyGen atomic.Uint64
 
 type varyMarker struct {
+	base  string   // the key it is stored under
 	names []string // canonical field names, sorted
 	gen   string
 
@@ -53,8 +54,8 @@ func varyNames(h http.Header) (names []string, star bool) {
 	return slices.Compact(names), false
 }
 
-func newVaryMarker(names []string) *varyMarker {
-	return &varyMarker{names: names, gen: strconv.FormatUint(varyGen.Add(1), 36), variants: map[string]bool{}}
+func newVaryMarker(base string, names []string) *varyMarker {
+	return &varyMarker{base: base, names: names, gen: strconv.FormatUint(varyGen.Add(1), 36), variants: map[string]bool{}}
 }
 
 // admit reports whether variant may be stored: one already known, or a
@@ -72,8 +73,9 @@ func (m *varyMarker) admit(variant string) bool {
 	return true
 }
 
-func (m *varyMarker) key(base, variant string) string {
-	return base + "\x01" + m.gen + "\x01" + variant
+// key is where variant is stored.
+func (m *varyMarker) key(variant string) string {
+	return m.base + "\x01" + m.gen + "\x01" + variant
 }
 
 // normalizeField is a field's value as compared for Vary: its lines
