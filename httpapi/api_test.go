@@ -392,7 +392,7 @@ func TestNamesOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Body.Close()
-	if r.StatusCode != 302 || r.Header.Get("Location") != "/b/"+h2 || r.Header.Get("Cache-Control") != "public, max-age=60" {
+	if r.StatusCode != 302 || r.Header.Get("Location") != "/b/"+h2 || r.Header.Get("Cache-Control") != "public, max-age=60" || r.Header.Get("CDN-Cache-Control") != "max-age=3600" {
 		t.Fatalf("redirect: %d %v", r.StatusCode, r.Header)
 	}
 	if resp, body := c.do("GET", "/b/"+h1, nil); resp.StatusCode != 200 || !bytes.Equal(body, v1) {

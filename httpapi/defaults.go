@@ -11,4 +11,12 @@ const (
 	DefaultMaxStreams    = 64
 	DefaultStreamWait    = 5 * time.Second
 	DefaultSendTimeout   = 60 * time.Second
+
+	// DefaultRedirectMaxAge is how long a browser keeps a name's /i/
+	// redirect; DefaultRedirectFrontMaxAge how long the front does
+	// (CDN-Cache-Control): a write of the name through a front invalidates
+	// it there at once, so only fronts the write did not pass keep an old
+	// redirect, for at most this long.
+	DefaultRedirectMaxAge      = 60 * time.Second
+	DefaultRedirectFrontMaxAge = time.Hour
 )

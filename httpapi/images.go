@@ -153,6 +153,9 @@ func (s *Server) redirect(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.RedirectMaxAge.Seconds())))
+	if s.cfg.RedirectFrontMaxAge > 0 {
+		w.Header().Set("CDN-Cache-Control", "max-age="+strconv.Itoa(int(s.cfg.RedirectFrontMaxAge.Seconds())))
+	}
 	w.Header().Set("Location", blobURL(h))
 	w.WriteHeader(http.StatusFound)
 	return nil

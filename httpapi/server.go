@@ -43,9 +43,18 @@ type Config struct {
 	// attachment, like any non-image. Zero: blobstore.DefaultMaxImagePixels;
 	// give it the store's MaxImagePixels when that is set.
 	MaxInlinePixels int64
-	// RedirectMaxAge is the Cache-Control max-age of /i/{name} redirects.
-	// Zero: 60s.
+	// RedirectMaxAge is the Cache-Control max-age of /i/{name} redirects,
+	// for browsers and caches that do not read CDN-Cache-Control. Zero:
+	// DefaultRedirectMaxAge.
 	RedirectMaxAge time.Duration
+	// RedirectFrontMaxAge is their CDN-Cache-Control max-age (RFC 9213),
+	// which the front obeys instead: the front drops a name's redirect at
+	// once when a write of the name passes it (the write's answer names
+	// /i/{name} in Content-Location), so it can keep redirects longer than
+	// browsers do. With several front hosts, a write passes one of them:
+	// the others serve the old redirect up to this long. Zero:
+	// DefaultRedirectFrontMaxAge; negative: not sent.
+	RedirectFrontMaxAge time.Duration
 	// UploadStall aborts an upload whose body sends nothing for this long,
 	// so that a stalled client does not hold a database transaction (and a
 	// pooled connection) open. Zero: 30s.
@@ -150,7 +159,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxInlinePixels = blobstore.DefaultMaxImagePixels
 	}
 	if cfg.RedirectMaxAge == 0 {
-		cfg.RedirectMaxAge = 60 * time.Second
+		cfg.RedirectMaxAge = DefaultRedirectMaxAge
+	}
+	if cfg.RedirectFrontMaxAge == 0 {
+		cfg.RedirectFrontMaxAge = DefaultRedirectFrontMaxAge
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()

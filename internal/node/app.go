@@ -35,6 +35,9 @@ type HTTPLimits struct {
 	MaxStreams    int           `json:"max_streams,omitempty"`
 	StreamWait    time.Duration `json:"stream_wait,omitempty"`
 	SendTimeout   time.Duration `json:"send_timeout,omitempty"`
+	// RedirectFrontMaxAge is how long a front keeps a name's /i/ redirect
+	// (httpapi.Config.RedirectFrontMaxAge).
+	RedirectFrontMaxAge time.Duration `json:"redirect_front_max_age,omitempty"`
 	// AccessLog writes one structured line per request to the log.
 	AccessLog bool `json:"access_log,omitempty"`
 }
@@ -187,6 +190,7 @@ func newAPI(pool, readPool *pgxpool.Pool, cfg AppConfig, log *slog.Logger) (*htt
 		Store: store, Token: cfg.Token, Version: buildinfo.Version(), Worker: cfg.Worker, Logger: log, Registry: reg,
 		MaxInlinePixels: cfg.Store.MaxImagePixels, UploadMinRate: cfg.HTTP.UploadMinRate,
 		MaxStreams: cfg.HTTP.MaxStreams, StreamWait: cfg.HTTP.StreamWait, SendTimeout: cfg.HTTP.SendTimeout,
+		RedirectFrontMaxAge: cfg.HTTP.RedirectFrontMaxAge,
 	}
 	if cfg.HTTP.AccessLog {
 		acfg.AccessLog = log.With("log", "access")

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -211,7 +212,9 @@ func joinLines(s []string) string {
 // TestNameWriteInvalidatesFront is issue 13's item 1 end to end: the app
 // answers a write of /v1/images/{name} with Content-Location: /i/{name},
 // and the front drops its stored redirect at once, so a moved or deleted
-// name stops redirecting to the old blob without waiting for its max-age.
+// name stops redirecting to the old blob without waiting for its max-age;
+// the front keeps redirects an hour (CDN-Cache-Control, not passed on),
+// browsers a minute.
 func TestNameWriteInvalidatesFront(t *testing.T) {
 	data := filepath.Join(pgtest.TempDir(t), "data")
 	up := startNode(t, data, nil)
@@ -274,6 +277,18 @@ func TestNameWriteInvalidatesFront(t *testing.T) {
 	}
 	if cache != "HIT" {
 		t.Fatalf("/i/logo never served from the front's cache (X-Cache %q): nothing to invalidate", cache)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/i/logo", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var ttl int
+	fmt.Sscanf(resp.Header.Get("Cache-Status")[strings.Index(resp.Header.Get("Cache-Status"), "ttl=")+4:], "%d", &ttl)
+	if resp.Header.Get("Cache-Control") != "public, max-age=60" || resp.Header.Get("CDN-Cache-Control") != "" || ttl < 3500 {
+		t.Fatalf("stored redirect: Cache-Control %q, CDN-Cache-Control %q, Cache-Status %q; want max-age=60 for browsers, the front's hour kept to itself",
+			resp.Header.Get("Cache-Control"), resp.Header.Get("CDN-Cache-Control"), resp.Header.Get("Cache-Status"))
 	}
 	if resp, body := send(http.MethodPut, "/v1/images/logo", png(200)); resp.StatusCode != http.StatusOK {
 		t.Fatalf("second PUT: %d %s", resp.StatusCode, body)
