@@ -73,6 +73,7 @@ type replayConn struct {
 	countedConn
 	buf []byte
 
+	linger   atomic.Bool   // close lingering (lingerOnClose)
 	reads    atomic.Uint64 // reads that returned bytes
 	answered uint64        // reads when the last handler returned
 	inOrder  bool          // this request's head was read after that
@@ -90,6 +91,56 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		c.reads.Add(1)
 	}
 	return n, err
+}
+
+// Lingering close: a client still sending a body the front answered
+// without reading (the origin's early 401 or 413) would have its
+// connection reset under its writes if the front closed it at once, and
+// a client that is still writing may then report the reset instead of the
+// answer it was sent. As Apache and nginx do, the front ends its side
+// after the answer and reads (and drops) what the client still sends, a
+// bounded while, before it closes.
+const (
+	lingerTotal = 5 * time.Second
+	lingerIdle  = time.Second
+	lingerBytes = 64 << 20
+)
+
+// lingerOnClose asks for ctx's connection to be closed lingering.
+func lingerOnClose(ctx interface{ Conn() net.Conn }) {
+	if rc, ok := ctx.Conn().(*replayConn); ok {
+		rc.linger.Store(true)
+	}
+}
+
+// Close closes the connection, lingering when asked to.
+func (c *replayConn) Close() error {
+	if !c.linger.CompareAndSwap(true, false) {
+		return c.countedConn.Close()
+	}
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		return c.countedConn.Close()
+	}
+	go func() {
+		// The connection keeps its slot under MaxConns until it is closed.
+		defer c.countedConn.Close()
+		end := time.Now().Add(lingerTotal)
+		buf := make([]byte, 16<<10)
+		for left := lingerBytes; left > 0; {
+			d := time.Now().Add(lingerIdle)
+			if d.After(end) {
+				d = end
+			}
+			c.Conn.SetReadDeadline(d)
+			n, err := c.Conn.Read(buf)
+			if err != nil {
+				return
+			}
+			left -= n
+		}
+	}()
+	return nil
 }
 
 // handlerStarts and handlerReturns bracket each request's handler, on the

@@ -46,6 +46,8 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/immut/immut/internal/earlyanswer"
 )
 
 // Front is a running (or ready to run) front tier. Create it with New, then
@@ -143,8 +145,10 @@ func New(cfg Config) (*Front, error) {
 		flights: map[string]*flight{},
 	}
 	f.transport = &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil,
+		// An origin's early answer to an upload (401, 413) reaches the
+		// client, not a 502 for the reset that follows it.
+		DialContext:           earlyanswer.Dialer(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}),
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,

@@ -3,6 +3,7 @@ package cachefront
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/immut/immut/internal/earlyanswer"
 )
 
 // The tests of this file reproduce the attacks of issue 12 ("Hostile
@@ -643,5 +646,68 @@ func TestInternalsStayInternal(t *testing.T) {
 	_, urls = startFront(t, Config{PublicMetrics: true}, a)
 	if r := get(t, urls[0]+"/metrics"); a.count("/metrics") != 1 {
 		t.Fatalf("/metrics with PublicMetrics: %d, origin asked %d times", r.status, a.count("/metrics"))
+	}
+}
+
+// TestEarlyAnswerAfterBodyStarted: an origin that has started reading an
+// upload, answers (401 for a wrong token, 413) and closes the connection
+// with the rest of the body unread resets the connection under the
+// front's body writes. The answer arrived first: the client gets it, not
+// a 502 "origin unavailable" — every time, not when the transport's race
+// between its write error and the response happens to go the right way.
+func TestEarlyAnswerAfterBodyStarted(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				if req.URL.Path == "/healthz" {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+				io.CopyN(io.Discard, req.Body, 64<<10)
+				io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 13\r\nConnection: close\r\n\r\nwrong token\r\n")
+				// Close with the rest of the body unread: a reset.
+				c.(*net.TCPConn).SetLinger(0)
+			}(c)
+		}
+	}()
+	f, err := New(Config{Routes: []Route{{Listen: "127.0.0.1:0", Backend: ln.Addr().String()}}, HealthInterval: 50 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	url := "http://" + f.Addrs()[0] + "/v1/blobs"
+	body := bytes.Repeat([]byte("x"), 4<<20)
+	// The client side has the same race as the front's transport: it
+	// dials as the front does.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: earlyanswer.Dialer(&net.Dialer{})}}
+	for i := range 20 {
+		resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("upload %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("upload %d: %d %s, want the origin's 401", i, resp.StatusCode, b)
+		}
 	}
 }

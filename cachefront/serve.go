@@ -138,6 +138,7 @@ func (f *Front) serve(l *listener, ctx *fasthttp.RequestCtx, now time.Time) {
 		// Only uploads stream a body through; the others get what
 		// fasthttp read before the handler, and no more.
 		ctx.SetConnectionClose()
+		lingerOnClose(ctx)
 		f.m.clientErrors.Inc()
 		f.writeError(ctx, http.StatusRequestEntityTooLarge, "only POST, PUT and PATCH requests may carry a body over 8 KiB")
 		return
@@ -906,6 +907,9 @@ func (f *Front) pass(l *listener, ctx *fasthttp.RequestCtx, reason string) {
 		// The origin answered before reading the whole body: the rest
 		// of it is still on the client connection, which cannot be reused.
 		ctx.SetConnectionClose()
+		if err == nil {
+			lingerOnClose(ctx)
+		}
 	}
 	if err != nil {
 		cancel()

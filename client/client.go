@@ -19,6 +19,7 @@ import (
 	"github.com/zeebo/blake3"
 
 	"github.com/immut/immut/blobstore"
+	"github.com/immut/immut/internal/earlyanswer"
 )
 
 // Client talks to one immut server (a front port, or an app process).
@@ -39,7 +40,10 @@ func New(base, token string) (*Client, error) {
 		// Connection set-up and header waits are bounded; bodies stream for
 		// as long as they take.
 		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
+			Proxy: http.ProxyFromEnvironment,
+			// A refused upload (401, 413) reports the server's answer, not
+			// the reset that follows it.
+			DialContext:           earlyanswer.Dialer(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}),
 			ResponseHeaderTimeout: 5 * time.Minute, // the server reads the whole upload first
 			TLSHandshakeTimeout:   10 * time.Second,
 		},
