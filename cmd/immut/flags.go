@@ -158,6 +158,7 @@ func (f *httpFlags) register(fs *cliflag.FlagSet) {
 	fs.IntVar(&f.limits.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "blob bodies one app process streams at once; more wait --stream-wait, then 503")
 	fs.DurationVar(&f.limits.StreamWait, "stream-wait", httpapi.DefaultStreamWait, "how long a download waits for a free stream")
 	fs.DurationVar(&f.limits.SendTimeout, "send-timeout", httpapi.DefaultSendTimeout, "longest one write to a client may take before it is dropped")
+	fs.DurationVar(&f.limits.RedirectFrontMaxAge, "redirect-front-ttl", httpapi.DefaultRedirectFrontMaxAge, "how long a front keeps a name's /i/ redirect (CDN-Cache-Control); a write through a front drops it there at once, other front hosts keep it up to this long (negative: browsers' 60s)")
 	fs.Var((*cliflag.List)(&f.variants.Presets), "variant", "a preset of /t/{preset}/{hash}, `name=w:…,h:…,fit:cover|contain|inside,fmt:jpeg|png|webp|avif|auto,q:…` (repeatable; adds to or replaces thumb, small, medium, large)")
 	fs.Var((*cliflag.List)(&f.variants.Keys), "variant-key", "HMAC-SHA256 `key` of signed /t/{sig}/{opts}/{hash} URLs, at least 16 bytes (repeatable, newest first, for rotation)")
 	fs.BoolVar(&f.limits.AccessLog, "access-log", false, "log one structured line per request (method, path, status, bytes, duration, remote)")
