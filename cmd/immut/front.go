@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/immut/immut/cachefront"
@@ -22,7 +23,8 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	mapSpec := fs.String("map", "8080=127.0.0.1:18081", "listen=backend pairs, comma-separated; a bare port means 127.0.0.1 (e.g. 8080=127.0.0.1:18081,8081=127.0.0.1:18082)")
 	var c cachefront.Config
 	fs.StringVar(&c.Token, "token", "", "write token; protects purge on the admin listener (required with --admin)")
-	fs.DurationVar(&c.HealthInterval, "health-interval", cachefront.DefaultHealthInterval, "period of the backends' /healthz check")
+	fs.StringVar(&c.HealthPath, "health-path", cachefront.DefaultHealthPath, "path polled on every backend; a backend is up while it answers 200")
+	fs.DurationVar(&c.HealthInterval, "health-interval", cachefront.DefaultHealthInterval, "period of the backends' health check (--health-path)")
 	fs.DurationVar(&c.WaitTimeout, "wait-timeout", cachefront.DefaultWaitTimeout, "how long a collapsed miss waits for the in-flight fetch")
 	fs.DurationVar(&c.OriginTimeout, "origin-timeout", cachefront.DefaultOriginTimeout, "how long to wait for an origin's response headers")
 	fs.DurationVar(&c.StaleIfError, "stale-if-error", cachefront.DefaultStaleIfError, "how long past freshness a cached object may be served when the origin fails")
@@ -43,6 +45,9 @@ func runFront(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var err error
 	if c.Routes, err = cachefront.ParseMap(*mapSpec); err != nil {
 		return fmt.Errorf("--map: %w", err)
+	}
+	if c.HealthPath != "" && !strings.HasPrefix(c.HealthPath, "/") {
+		return fmt.Errorf("--health-path %q: must start with /", c.HealthPath)
 	}
 	if ff.admin != "" && c.Token == "" {
 		return errors.New("--admin needs --token (or IMMUT_TOKEN): purge must be protected")
