@@ -2,7 +2,6 @@ package cachefront
 
 import (
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 )
@@ -26,9 +25,15 @@ func parseCacheControl(v string) cacheControl {
 	for len(v) > 0 {
 		var d string
 		d, v = nextDirective(v)
-		name, val, hasVal := strings.Cut(d, "=")
-		name = strings.ToLower(strings.TrimSpace(name))
-		val = strings.TrimSpace(val)
+		name, val, hasVal := strings.Cut(strings.TrimSpace(d), "=")
+		name = strings.ToLower(name)
+		if hasVal && (strings.TrimRight(name, " \t") != name || strings.TrimLeft(val, " \t") != val) {
+			// No whitespace around "=" (RFC 9111 §5.2: token "=" value): a
+			// "max-age = 60" is not a max-age, and one we cannot read makes
+			// the response not fresh.
+			cc.invalid = true
+			continue
+		}
 		if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
 			val = val[1 : len(val)-1]
 		}
@@ -51,9 +56,14 @@ func parseCacheControl(v string) cacheControl {
 		case "immutable":
 			cc.immutable = true
 		case "max-age":
-			cc.maxAge = parseDelta(val, hasVal, &cc.invalid)
+			// The first of several counts (RFC 9111 §4.2.1).
+			if n := parseDelta(val, hasVal, &cc.invalid); cc.maxAge < 0 {
+				cc.maxAge = n
+			}
 		case "s-maxage":
-			cc.sMaxAge = parseDelta(val, hasVal, &cc.invalid)
+			if n := parseDelta(val, hasVal, &cc.invalid); cc.sMaxAge < 0 {
+				cc.sMaxAge = n
+			}
 		case "stale-while-revalidate":
 			var bad bool
 			if n := parseDelta(val, hasVal, &bad); !bad {
@@ -117,10 +127,16 @@ var heuristicStatus = map[int]bool{
 }
 
 // understood reports a final status whose semantics the front implements
-// for storage (§3, §5.2.2.3): any defined final status but 206 (the front
-// stores whole objects only) and 304 (an answer to its own validation).
+// (§5.2.2.3): a defined one that it may store.
 func understood(status int) bool {
-	return status >= 200 && status != http.StatusPartialContent && status != http.StatusNotModified && http.StatusText(status) != ""
+	return mayStore(status) && http.StatusText(status) != ""
+}
+
+// mayStore reports a status the front may store with explicit freshness
+// (RFC 9111 §3), known or not: a final one, but 206 (the front stores
+// whole objects only) and 304 (an answer to its own validation).
+func mayStore(status int) bool {
+	return status >= 200 && status != http.StatusPartialContent && status != http.StatusNotModified
 }
 
 // Heuristic freshness (RFC 9111 §4.2.2): a tenth of the time since
@@ -131,11 +147,11 @@ const (
 )
 
 // cacheControlOf returns the directives that apply to the front: those of
-// CDN-Cache-Control when the origin sent it (RFC 9213 §2.1), else
-// Cache-Control's.
+// CDN-Cache-Control when the origin sent a valid one (RFC 9213 §2.1),
+// else Cache-Control's.
 func cacheControlOf(h http.Header) (cc cacheControl, cdn bool) {
 	if v := h.Values("Cdn-Cache-Control"); len(v) > 0 {
-		if cc := parseCacheControl(strings.Join(v, ",")); !cc.invalid {
+		if cc, ok := parseTargeted(strings.Join(v, ",")); ok {
 			return cc, true
 		}
 	}
@@ -145,7 +161,7 @@ func cacheControlOf(h http.Header) (cc cacheControl, cdn bool) {
 // storable reports whether a shared cache may keep a response to a GET
 // request (RFC 9111 §3), and the policy it is kept under.
 func storable(status int, h http.Header, now time.Time) (ok bool, p policy) {
-	if !understood(status) {
+	if !mayStore(status) {
 		return false, p
 	}
 	if len(h.Values("Set-Cookie")) > 0 {
@@ -154,20 +170,19 @@ func storable(status int, h http.Header, now time.Time) (ok bool, p policy) {
 		// Varnish by default).
 		return false, p
 	}
-	names, star := varyNames(h)
-	if star {
+	if _, star := varyNames(h); star {
 		return false, p // Vary: * matches no later request (§4.1)
 	}
-	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") && !slices.Contains(names, "Accept-Encoding") {
-		// A coded body is served only to requests with the same
-		// Accept-Encoding, as a variant: without Vary it would reach
-		// clients that may not accept it.
-		return false, p
-	}
+	// A coded body (Content-Encoding) is stored as the origin sent it: with
+	// Vary: Accept-Encoding, as a variant per request coding; without, for
+	// every client, as the origin asked (§3.1).
 	cc, _ := cacheControlOf(h)
 	if cc.mustUnderstand {
 		// §5.2.2.3: a status the front understands may be stored whatever
 		// no-store says; any other must not be.
+		if !understood(status) {
+			return false, p
+		}
 		cc.noStore = false
 	}
 	if cc.noStore || cc.private || cc.invalid {
@@ -187,7 +202,9 @@ func storable(status int, h http.Header, now time.Time) (ok bool, p policy) {
 		// An Expires that is not one valid HTTP-date means "already
 		// expired" (§5.3).
 		if exp, ok := headerDate(h, "Expires"); ok {
-			p.lifetime = exp.Sub(date)
+			// At most maxDelta: a date centuries away is "very long", not
+			// an overflow.
+			p.lifetime = min(exp.Sub(date), maxDelta*time.Second)
 		}
 	default:
 		explicit = false

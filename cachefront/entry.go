@@ -19,6 +19,7 @@ type entry struct {
 	date        []byte   // in hbuf: the origin's Date, or when the response arrived
 	lastMod     []byte   // in hbuf: Last-Modified, for If-Modified-Since
 	lastModTime int64    // Last-Modified, unix seconds; 0 without one
+	dateTime    int64    // date, unix seconds
 	body        []byte
 	rawHead     []byte // status line and stored fields as sent by the fast path, up to Date
 
@@ -116,6 +117,9 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 	if _, ok := headerDate(resp.Header, "Date"); !ok {
 		// Keep the origin's Date; add one only if it sent none (RFC 9110 §6.6.1).
 		date = received.UTC().Format(http.TimeFormat)
+	}
+	if d, ok := parseHTTPDate(date); ok {
+		e.dateTime = d.Unix()
 	}
 	var lastMod string
 	if lm, ok := headerDate(resp.Header, "Last-Modified"); ok {

@@ -229,9 +229,13 @@ func TestStorability(t *testing.T) {
 		{"expired", 200, map[string]string{"Expires": "Thu, 01 Jan 1970 00:00:00 GMT"}, false},
 		{"vary cookie", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "Cookie"}, true}, // as the variant without Cookie
 		{"vary star", 200, map[string]string{"Cache-Control": "public, max-age=60", "Vary": "*"}, false},
-		{"content-encoding", 200, map[string]string{"Cache-Control": "public, max-age=60", "Content-Encoding": "gzip"}, false},
-		// RFC 9111 §3: any final status the cache understands may be
-		// stored with explicit freshness.
+		// Stored as the origin sent it, for everyone, as it asked (without
+		// Vary: Accept-Encoding it says the coding does not vary).
+		{"content-encoding", 200, map[string]string{"Cache-Control": "public, max-age=60", "Content-Encoding": "gzip"}, true},
+		// RFC 9111 §3: any final status may be stored with explicit
+		// freshness, one the cache does not know too.
+		{"299", 299, map[string]string{"Cache-Control": "max-age=60"}, true},
+		{"599", 599, map[string]string{"Cache-Control": "max-age=60"}, true},
 		{"404", 404, map[string]string{"Cache-Control": "public, max-age=60"}, true},
 		{"500", 500, map[string]string{"Cache-Control": "public, max-age=60"}, true},
 		{"404 without freshness", 404, nil, false},

@@ -11,7 +11,8 @@ import (
 // preferred IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") or one of the two
 // obsolete forms, rfc850 ("Sunday, 06-Nov-94 08:49:37 GMT") and asctime
 // ("Sun Nov  6 08:49:37 1994"), exactly: no extra spaces, two-digit fields,
-// a day name that is one. "GMT" is matched case-insensitively. Go's
+// a day name that is one. Names ("GMT", days, months) are matched
+// case-insensitively, as recipients are asked to be robust (§5.6.7). Go's
 // http.ParseTime accepts more (a one-digit hour, for one), and a cache must
 // treat an Expires it cannot read as already expired rather than guess.
 func parseHTTPDate(s string) (time.Time, bool) {
@@ -58,18 +59,22 @@ func parseHTTPDate(s string) (time.Time, bool) {
 
 var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
+var dayNames = [...]string{"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
+
 func isDayName(s string) bool {
-	switch s {
-	case "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun":
-		return true
+	for _, d := range dayNames {
+		if strings.EqualFold(s, d[:3]) {
+			return true
+		}
 	}
 	return false
 }
 
 func isLongDayName(s string) bool {
-	switch s {
-	case "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday":
-		return true
+	for _, d := range dayNames {
+		if strings.EqualFold(s, d) {
+			return true
+		}
 	}
 	return false
 }
@@ -103,7 +108,7 @@ func dateOf(year, month, day, clock string) (time.Time, bool) {
 	}
 	m := 0
 	for i, name := range months {
-		if month == name {
+		if strings.EqualFold(month, name) {
 			m = i + 1
 		}
 	}

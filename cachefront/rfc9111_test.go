@@ -270,6 +270,14 @@ func TestFreshnessParsing(t *testing.T) {
 		{"expires one-digit hour", map[string]string{"Expires": "Thu, 01 Jan 2099 1:00:00 GMT"}, false, 0},
 		{"expires not GMT", map[string]string{"Expires": strings.Replace(in(time.Hour), "GMT", "UTC", 1)}, false, 0},
 		{"expires garbage", map[string]string{"Expires": "soon"}, false, 0},
+		// Centuries away: very long, not an overflow into the past.
+		{"expires far future", map[string]string{"Expires": "Sun, 21 Nov 2286 04:46:39 GMT"}, true, 0},
+		{"expires upper-case names", map[string]string{"Expires": strings.ToUpper(in(time.Hour))}, true, 0},
+		// The first of two max-age counts (§4.2.1).
+		{"max-age twice", map[string]string{"Cache-Control": "max-age=600, max-age=0"}, true, 0},
+		// No whitespace around "=": not a max-age, and nothing fresh.
+		{"space before =", map[string]string{"Cache-Control": "max-age =600"}, false, 0},
+		{"space after =", map[string]string{"Cache-Control": "max-age= 600"}, false, 0},
 	}
 	o := newOrigin(t, "A")
 	f, urls := startFront(t, Config{}, o)
@@ -328,6 +336,7 @@ func TestParseHTTPDate(t *testing.T) {
 		{"Sun, 31 Feb 1994 08:49:37 GMT", false},
 		{"Sun, 06 Nov 1994 24:49:37 GMT", false},
 		{"Sun Nov 06 08:49:37 1994", true},
+		{"SUN, 06 NOV 1994 08:49:37 GMT", true},
 		{"", false},
 	} {
 		got, ok := parseHTTPDate(tc.in)
@@ -655,6 +664,20 @@ func TestConditionalsFromCache(t *testing.T) {
 	if got := o.count("/case/cond"); got != 1 {
 		t.Fatalf("origin requests = %d, want 1", got)
 	}
+	// Without Last-Modified, If-Modified-Since is evaluated on the stored
+	// response's Date (RFC 9111 §4.3.2).
+	script(o, "no-lm", func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, "body")
+	})
+	get(t, urls[0]+"/case/no-lm")
+	settle(f)
+	if r := do(t, http.MethodGet, urls[0]+"/case/no-lm", map[string]string{"If-Modified-Since": date(time.Now().Add(-time.Hour))}); r.status != 200 {
+		t.Fatalf("If-Modified-Since before Date: %d, want 200", r.status)
+	}
+	if r := do(t, http.MethodGet, urls[0]+"/case/no-lm", map[string]string{"If-Modified-Since": date(time.Now().UTC())}); r.status != 304 || !isHit(r) {
+		t.Fatalf("If-Modified-Since after Date: %d (X-Cache %s), want 304 from the cache", r.status, r.header.Get("X-Cache"))
+	}
 }
 
 // TestCDNCacheControl: CDN-Cache-Control takes precedence over
@@ -670,6 +693,14 @@ func TestCDNCacheControl(t *testing.T) {
 		{"stored at the front only", "max-age=600", "no-store", true},
 		{"not at the front", "no-store", "public, max-age=600", false},
 		{"invalid CDN-Cache-Control is ignored", "max-age=soon", "max-age=600", true},
+		// A Structured Field Dictionary (RFC 9213 §2.1): one that is not,
+		// or whose max-age is not an Integer, is ignored as a whole.
+		{"not a dictionary", "max-age=10000, &&&&&", "no-store", false},
+		{"max-age a string", `max-age="10000"`, "no-store", false},
+		{"space before =, ignored", "max-age =10000", "no-store", false},
+		{"dictionary with parameters and lists", `max-age=600;x=1, foo=(a "b"), bar=?1`, "no-store", true},
+		{"private", "private", "max-age=600", false},
+		{"no-cache", "no-cache", "max-age=600", false},
 	}
 	o := newOrigin(t, "A")
 	f, urls := startFront(t, Config{}, o)

@@ -450,9 +450,15 @@ func (e *entry) notModified(h *fasthttp.RequestHeader) bool {
 	if inm := h.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
 		return httpsem.IfNoneMatch(inm, e.etag)
 	}
-	if ims := h.Peek(fasthttp.HeaderIfModifiedSince); len(ims) > 0 && e.lastModTime != 0 {
+	// Without Last-Modified, the stored response's Date stands for it
+	// (RFC 9111 §4.3.2).
+	lm := e.lastModTime
+	if lm == 0 {
+		lm = e.dateTime
+	}
+	if ims := h.Peek(fasthttp.HeaderIfModifiedSince); len(ims) > 0 && lm != 0 {
 		if t, ok := parseHTTPDate(b2s(ims)); ok {
-			return e.lastModTime <= t.Unix()
+			return lm <= t.Unix()
 		}
 	}
 	return false
