@@ -235,3 +235,33 @@ func storable(status int, h http.Header, now time.Time) (ok bool, p policy) {
 	}
 	return true, p
 }
+
+// requestCacheControl is what the front takes of a request's
+// Cache-Control (RFC 9111 §5.2.1): the directives that let it answer from
+// the cache more, never less. no-cache, no-store, max-age and min-fresh
+// are ignored, as nginx and Varnish do: honoured, they would let any
+// client send every request of a hot object to the origin.
+type requestCacheControl struct {
+	maxStale     int64 // seconds past freshness the client accepts; -1: none
+	onlyIfCached bool
+}
+
+func parseRequestCacheControl(v []byte) requestCacheControl {
+	rcc := requestCacheControl{maxStale: -1}
+	for s := string(v); len(s) > 0; {
+		var d string
+		d, s = nextDirective(s)
+		name, val, hasVal := strings.Cut(strings.TrimSpace(d), "=")
+		switch strings.ToLower(name) {
+		case "max-stale":
+			if !hasVal {
+				rcc.maxStale = maxDelta // any staleness
+			} else if digits(val) {
+				rcc.maxStale = capDelta(val)
+			}
+		case "only-if-cached":
+			rcc.onlyIfCached = true
+		}
+	}
+	return rcc
+}

@@ -1099,3 +1099,58 @@ func TestAuthorizationCredentialKeyed(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestCacheControl: of a request's Cache-Control the front takes
+// max-stale (a stale copy the client accepts, unless the response forbids
+// serving it stale) and only-if-cached (504 rather than the origin); it
+// ignores no-cache, no-store, max-age and min-fresh, which would let any
+// client send every request to the origin (RFC 9111 §5.2.1).
+func TestRequestCacheControl(t *testing.T) {
+	o := newOrigin(t, "A")
+	for _, name := range []string{"short", "short-must-revalidate", "fresh", "never-stored"} {
+		cc := "max-age=1"
+		switch name {
+		case "short-must-revalidate":
+			cc = "max-age=1, must-revalidate"
+		case "fresh":
+			cc = "max-age=600"
+		}
+		script(o, name, func(n int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", cc)
+			fmt.Fprintf(w, "#%d", n)
+		})
+	}
+	f, urls := startFront(t, Config{}, o)
+	for _, name := range []string{"short", "short-must-revalidate", "fresh"} {
+		get(t, urls[0]+"/case/"+name)
+	}
+	settle(f)
+	time.Sleep(1500 * time.Millisecond)
+	tests := []struct {
+		name, path, cc string
+		status         int
+		hit            bool
+	}{
+		{"max-stale serves the stale copy", "short", "max-stale=60", 200, true},
+		{"max-stale without a value", "short", "max-stale", 200, true},
+		{"max-stale too short", "short", "max-stale=0", 200, false},
+		{"must-revalidate wins over max-stale", "short-must-revalidate", "max-stale=60", 200, false},
+		{"only-if-cached, nothing stored", "never-stored", "only-if-cached", 504, false},
+		{"only-if-cached, stored", "fresh", "only-if-cached", 200, true},
+		{"no-cache ignored", "fresh", "no-cache", 200, true},
+		{"max-age=0 ignored", "fresh", "max-age=0", 200, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := o.count("/case/" + tc.path)
+			r := do(t, http.MethodGet, urls[0]+"/case/"+tc.path, map[string]string{"Cache-Control": tc.cc})
+			if r.status != tc.status || isHit(r) != tc.hit {
+				t.Fatalf("%d (hit %v, Cache-Status %q), want %d hit %v", r.status, isHit(r), r.header.Get("Cache-Status"), tc.status, tc.hit)
+			}
+			wantAsked := !tc.hit && tc.status != 504
+			if asked := o.count("/case/"+tc.path) > before; asked != wantAsked {
+				t.Fatalf("origin asked %v, want %v", asked, wantAsked)
+			}
+		})
+	}
+}

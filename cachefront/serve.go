@@ -210,6 +210,18 @@ func (f *Front) missOrStale(l *listener, ctx *fasthttp.RequestCtx, fd found, mk 
 		mk.flight = mk.base
 	}
 	e := fd.e
+	rcc := parseRequestCacheControl(ctx.Request.Header.Peek(fasthttp.HeaderCacheControl))
+	if e != nil && !e.noStale && rcc.maxStale >= 0 && now.UnixNano()-e.freshTill <= rcc.maxStale*int64(time.Second) {
+		// The client accepts this much staleness (RFC 9111 §5.2.1.2).
+		f.m.stale.Inc()
+		f.writeEntry(ctx, e, now, valHit, cacheStatus{hit: true, detail: "max-stale"}, "")
+		return
+	}
+	if rcc.onlyIfCached {
+		// Nothing the front may serve without the origin (§5.2.1.7).
+		f.writeError(ctx, http.StatusGatewayTimeout, "not in the cache, and the request said only-if-cached")
+		return
+	}
 	if e != nil && now.UnixNano() < e.swrTill {
 		// stale-while-revalidate (RFC 5861 §3): serve the stale copy now
 		// and validate it in the background, collapsed with other misses.
