@@ -105,6 +105,8 @@ func newEntry(key string, resp *http.Response, body []byte, fetchedAt, received 
 	if a, ok := parseAge(resp.Header); ok {
 		e.initAge = a
 	}
+	// The time the answer took to arrive counts too (RFC 9111 §4.2.3).
+	e.initAge += int64(received.Sub(fetchedAt) / time.Second)
 	e.freshTill = received.Add(max(p.lifetime, 0)).UnixNano()
 	if p.immutable {
 		e.freshTill = neverExpires

@@ -1154,3 +1154,25 @@ func TestRequestCacheControl(t *testing.T) {
 		})
 	}
 }
+
+// TestAgeCountsResponseDelay: a response that took the origin a while to
+// send is that much older when it arrives (RFC 9111 §4.2.3).
+func TestAgeCountsResponseDelay(t *testing.T) {
+	o := newOrigin(t, "A")
+	script(o, "slow", func(n int, w http.ResponseWriter, r *http.Request) {
+		time.Sleep(1100 * time.Millisecond)
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, "x")
+	})
+	f, urls := startFront(t, Config{}, o)
+	if r := get(t, urls[0]+"/case/slow"); r.header.Get("Age") != "1" {
+		t.Fatalf("the miss that took 1.1 s: Age %q, want 1", r.header.Get("Age"))
+	}
+	settle(f)
+	r := get(t, urls[0]+"/case/slow")
+	var age int
+	fmt.Sscan(r.header.Get("Age"), &age)
+	if !isHit(r) || age < 1 {
+		t.Fatalf("hit %v with Age %q, want a hit at least 1 s old", isHit(r), r.header.Get("Age"))
+	}
+}

@@ -758,6 +758,9 @@ func (f *Front) fetch(own int, fl *flight, mk missKey, req *http.Request, stale 
 		return
 	}
 	ok, p := storable(resp.StatusCode, resp.Header, received)
+	// The time the origin took to answer counts in the response's age
+	// (RFC 9111 §4.2.3: corrected_age_value = age_value + response_delay).
+	p.lifetime -= received.Sub(fetchedAt).Truncate(time.Second)
 	if ok && resp.ContentLength <= f.cfg.MaxObject {
 		body, complete, err := readUpTo(resp.Body, resp.ContentLength, f.cfg.MaxObject)
 		if err != nil {

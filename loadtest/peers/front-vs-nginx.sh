@@ -16,12 +16,18 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}           # total, split over the two ports
-BASE=${BASE_PORT:-28080}     # uses BASE+1..BASE+8
-O1=$((BASE + 1)) O2=$((BASE + 2))     # origin
-N1=$((BASE + 3)) N2=$((BASE + 4))     # nginx
-F1=$((BASE + 5)) F2=$((BASE + 6))     # immut front
-FA=$((BASE + 7))                      # immut front admin
-C1=$((BASE + 8))                      # immut front for the memory churn
+# Eight free loopback ports, held open together so that they differ, then
+# released for the servers (BASE_PORT=N uses N+1..N+8 instead).
+if [ -n "${BASE_PORT:-}" ]; then
+  ports=$(seq $((BASE_PORT + 1)) $((BASE_PORT + 8)))
+else
+  ports=$(python3 -c 'import socket
+ss = [socket.socket() for _ in range(8)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+fi
+read -r O1 O2 N1 N2 F1 F2 FA C1 <<<"$(echo $ports)"
+# origin O1 O2, nginx N1 N2, immut front F1 F2 (admin FA), churn front C1
 CHURN_BUDGET=${CHURN_BUDGET:-256MiB}
 CHURN_DURATION=${CHURN_DURATION:-15s}
 
@@ -36,7 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-for tool in go nginx wrk curl; do
+for tool in go nginx wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "need $tool (apt-get install -y nginx wrk curl)" >&2; exit 1; }
 done
 
