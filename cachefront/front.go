@@ -18,18 +18,18 @@
 // which streams request and response bodies.
 //
 // HTTP caching follows RFC 9111 as a shared cache, with RFC 5861's
-// stale-while-revalidate, RFC 9213's CDN-Cache-Control (it rules the
-// front's storage and is never forwarded) and RFC 9211's Cache-Status.
-// Where it deliberately differs: responses with Set-Cookie are never
-// stored (RFC 9111 allows it; a session cookie in a shared cache reaches
-// everyone); qualified private="..." and no-cache="..." are taken
-// unqualified; responses to requests with Authorization are not stored
-// (they are relayed, and stored anonymous responses that say public,
-// s-maxage or must-revalidate may answer them); Age is counted on the
-// front's clock only; answers written by fasthttp (every request but a
-// plain hit on a connection that never left the fast path) carry the
-// front's Date, not the stored one; 1xx interim responses from the
-// origin are not relayed.
+// stale-while-revalidate, RFC 9213's CDN-Cache-Control (a Structured
+// Field that rules the front's storage and is never forwarded), RFC 9211's
+// Cache-Status and RFC 9110's interim responses (interim.go). Responses
+// to requests with Authorization are stored under the credentials when
+// they allow a shared cache to keep them (lookupWithCredentials). Where it
+// deliberately differs: responses with Set-Cookie are never stored (RFC
+// 9111 allows it; a session cookie in a shared cache reaches everyone); a
+// response stored under credentials answers only the same credentials;
+// qualified private="..." and no-cache="..." are taken unqualified; Age is
+// counted on the front's clock only; of a request's Cache-Control only
+// max-stale and only-if-cached are honoured (the others would let any
+// client send every request to the origin).
 package cachefront
 
 import (
