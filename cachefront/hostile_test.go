@@ -709,5 +709,10 @@ func TestEarlyAnswerAfterBodyStarted(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("upload %d: %d %s, want the origin's 401", i, resp.StatusCode, b)
 		}
+		if !resp.Close {
+			// The rest of the body is still coming: the connection cannot
+			// carry another request.
+			t.Fatalf("upload %d: the 401 did not say Connection: close", i)
+		}
 	}
 }

@@ -1080,7 +1080,11 @@ func (f *Front) writeOriginError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 func (f *Front) writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	closeConn := ctx.Response.ConnectionClose() // Reset forgets it
 	ctx.Response.Reset()
+	if closeConn {
+		ctx.SetConnectionClose()
+	}
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
@@ -1102,8 +1106,12 @@ func resetWithDate(rh *fasthttp.ResponseHeader, date []byte) {
 	p.buf = append(append(append(p.buf[:0], "HTTP/1.1 304 Not Modified\r\nDate: "...), date...), "\r\n\r\n"...)
 	p.src.Reset(p.buf)
 	p.br.Reset(&p.src)
+	closeConn := rh.ConnectionClose() // Read resets it
 	if err := rh.Read(p.br); err != nil {
 		rh.Reset()
+	}
+	if closeConn {
+		rh.SetConnectionClose()
 	}
 	rh.SetStatusMessage(nil) // the status code's own reason phrase
 	dateHeads.Put(p)
