@@ -224,6 +224,11 @@ func Failover(ctx context.Context, cfg PromoteConfig) (res PromoteResult, err er
 			return res, err
 		}
 		cfg.Logger.Info("salvaged WAL from the old primary", "files", res.Salvaged)
+		if len(res.Salvaged) > 0 {
+			if err := waitReplayIdle(ctx, sb); err != nil {
+				return res, err
+			}
+		}
 	}
 	if cfg.PrimaryDataDir != "" {
 		if err := Fence(cfg.PrimaryDataDir, fenceNote(cfg)); err != nil {
@@ -261,6 +266,35 @@ func waitReplay(ctx context.Context, sb *pgx.Conn, target int64) error {
 	})
 	if err != nil {
 		return fmt.Errorf("waiting for the standby to replay up to %s (at %s): %w", FormatLSN(target), replay, err)
+	}
+	return nil
+}
+
+// waitReplayIdle waits until the standby has replayed what it can find:
+// its replay position has not moved for longer than the interval at which
+// it looks in the archive again. A standby promoted at once would end
+// recovery without the salvaged segments when it last looked just before
+// they arrived: PostgreSQL checks for a promotion only after a failed look,
+// and the one that failed may be the look before the salvage.
+func waitReplayIdle(ctx context.Context, sb *pgx.Conn) error {
+	var retryMs int64
+	if err := sb.QueryRow(ctx, "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_retrieve_retry_interval'").Scan(&retryMs); err != nil {
+		return fmt.Errorf("asking the standby: %w", err)
+	}
+	idle := time.Duration(retryMs)*time.Millisecond + time.Second
+	last, since := "", time.Now()
+	err := poll(ctx, func() (bool, error) {
+		var replay string
+		if err := sb.QueryRow(ctx, "SELECT coalesce(pg_last_wal_replay_lsn()::text, '0/0')").Scan(&replay); err != nil {
+			return false, err
+		}
+		if replay != last {
+			last, since = replay, time.Now()
+		}
+		return time.Since(since) > idle, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the standby to replay the salvaged WAL (at %s): %w", last, err)
 	}
 	return nil
 }
