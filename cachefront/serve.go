@@ -498,7 +498,7 @@ type flight struct {
 // runs detached from the client so that it completes (and fills the cache)
 // even when the first client goes away; waiters give up after WaitTimeout.
 func (f *Front) miss(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry, now time.Time, depth int) {
-	fl, leader, err := f.startFetch(l, ctx, mk, stale, f.interimRelay(ctx))
+	fl, leader, err := f.startFetch(l, ctx, mk, stale, true)
 	if err != nil {
 		f.writeError(ctx, http.StatusBadRequest, "bad request target")
 		return
@@ -615,12 +615,16 @@ func fitResponse(ctx *fasthttp.RequestCtx, resp *http.Response) *http.Response {
 }
 
 // startFetch joins the flight of mk, or starts it: leader reports the
-// latter.
-func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry, interim *interimRelay) (fl *flight, leader bool, err error) {
+// latter. A flight it starts with relayInterim passes the origin's 1xx
+// answers to ctx's client.
+func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry, relayInterim bool) (fl *flight, leader bool, err error) {
 	f.flightMu.Lock()
 	fl, joined := f.flights[mk.flight]
 	if !joined {
-		fl = &flight{done: make(chan struct{}), interim: interim}
+		fl = &flight{done: make(chan struct{})}
+		if relayInterim {
+			fl.interim = f.interimRelay(ctx)
+		}
 		f.flights[mk.flight] = fl
 	}
 	f.flightMu.Unlock()
@@ -659,7 +663,7 @@ func (f *Front) startFetch(l *listener, ctx *fasthttp.RequestCtx, mk missKey, st
 // revalidate starts a background validation of stale, unless a fetch of
 // it is already in flight; nobody waits for it.
 func (f *Front) revalidate(l *listener, ctx *fasthttp.RequestCtx, mk missKey, stale *entry) {
-	fl, leader, err := f.startFetch(l, ctx, mk, stale, nil)
+	fl, leader, err := f.startFetch(l, ctx, mk, stale, false)
 	if err == nil && leader {
 		fl.abandon() // an uncacheable answer has no reader
 	}
